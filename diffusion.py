@@ -1,0 +1,235 @@
+"""Pix2Seq-D: Bit Diffusion of panoptic masks conditioned on the image (Sec. 3, Alg. 1 and 2).
+
+corrupt()    Eq. 1: m_crpt = sqrt(gamma(t)) m_bits + sqrt(1 - gamma(t)) eps
+ddim_step()  App. A Alg. 4: clip x0 to [-b, b], recover eps, step to t_next
+Pix2SeqD     the encoder (run once per image) and the mask decoder (iterated);
+             train_loss is Alg. 1, infer is Alg. 2 (with majority-vote post-processing).
+"""
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+
+import kernels
+from bits import analog_to_mask, check_mask, mask_to_analog
+from decoder import MaskDecoder
+from encoder import ImageEncoder
+from losses import expected_bits, l2_loss, size_weights, softmax_ce
+from schedule import gamma, time_pairs
+
+
+def corrupt(m_bits, t, eps):
+    """Eq. 1. m_bits, eps: float[B, n, h, w]; t: float[B] in [0, 1]  ->  m_crpt."""
+    g = gamma(t).to(m_bits.dtype).view(-1, *([1] * (m_bits.dim() - 1)))
+    return g.sqrt() * m_bits + (1 - g).sqrt() * eps
+
+
+def ddim_step(x_t, x_pred, t_now, t_next, scale=0.1):
+    """Alg. 4: estimate x at t_next from x_t and the predicted x0 (x_pred), times as floats."""
+    if kernels.enabled(x_t):
+        from kernels.ddim import ddim_step as ddim_step_kernel
+        return ddim_step_kernel(x_t, x_pred, t_now, t_next, scale)
+    g_now, g_next = gamma(t_now), gamma(t_next)
+    x_pred = x_pred.clamp(-scale, scale)
+    eps = (x_t - math.sqrt(g_now) * x_pred) / math.sqrt(1 - g_now)
+    return math.sqrt(g_next) * x_pred + math.sqrt(1 - g_next) * eps
+
+
+def majority_vote(mask, n_classes, min_pixels=0):
+    """Post-processing of the official code. mask: long[B, h, w, 2] -> long[B, h, w, 2].
+
+    Classes above n_classes are clamped to it; every identity takes the class most of its pixels
+    carry; identities with fewer than min_pixels pixels, identity 0, and identities whose
+    majority class is void (0) become void (0, 0)."""
+    B = mask.shape[0]
+    cls, ids = mask[..., 0].clamp(0, n_classes).reshape(B, -1), mask[..., 1].reshape(B, -1)
+    n_ids = int(ids.max()) + 1 if ids.numel() else 1
+    C = n_classes + 1
+    key = (torch.arange(B, device=mask.device)[:, None] * n_ids + ids) * C + cls
+    votes = torch.bincount(key.reshape(-1), minlength=B * n_ids * C).view(B, n_ids, C)
+    winner, size = votes.argmax(-1), votes.sum(-1)  # [B, n_ids]
+    winner[(size < min_pixels) | (winner == 0)] = 0
+    winner[:, 0] = 0
+    new_cls = torch.gather(winner, 1, ids)
+    out = torch.stack([new_cls, torch.where(new_cls > 0, ids, 0)], -1)
+    return out.view(mask.shape)
+
+
+@dataclass
+class Config:
+    """Sizes and knobs. Defaults are the paper's (App. B; SPEC, official details)."""
+    n_classes: int = 133           # C real classes, ids 1..C (0 is void)
+    n_class_bits: int = 8
+    n_identity_bits: int = 8
+    image_size: int = 1024
+    mask_size: int = 512
+    scale: float = 0.1             # b, the input scaling (Table 3)
+    p: float = 0.2                 # loss weighting exponent (Table 5)
+    loss: str = "ce"               # "ce" (Sec. 3.2) or "l2" (Table 4 baseline)
+    # image encoder
+    resnet_widths: tuple = (64, 128, 256)
+    resnet_depths: tuple = (3, 4, 6)
+    resnet_stem: int = 64
+    enc_dim: int = 512
+    enc_layers: int = 6
+    enc_heads: int = 16
+    enc_mlp: int = 2048
+    feat_dim: int = 256
+    # mask decoder
+    dec_base: int = 128
+    dec_mults: tuple = (1, 1, 2, 2)
+    dec_dim: int = 512
+    dec_layers: int = 6
+    dec_heads: int = 8
+    n_past: int = 0                # past masks fed to the decoder (video, Sec. 3.4: 2)
+
+    @property
+    def n_bits(self):
+        return self.n_class_bits + self.n_identity_bits
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        for k, v in d.items():
+            if isinstance(v, list):
+                d[k] = tuple(v)
+        return cls(**d)
+
+
+def paper_config(**overrides):
+    """The paper's model: ResNet-50 (to stride 16) + 6 transformer layers; TransUNet decoder."""
+    return Config(**overrides)
+
+
+def tiny_config(**overrides):
+    """A ~2M-parameter model that trains on a CPU on the built-in 64x64 shapes in minutes."""
+    c = dict(n_classes=5, n_class_bits=3, n_identity_bits=3, image_size=64, mask_size=32,
+             resnet_widths=(16, 32, 64), resnet_depths=(1, 1, 2), resnet_stem=32,
+             enc_dim=128, enc_layers=2, enc_heads=4, enc_mlp=256, feat_dim=64,
+             dec_base=32, dec_mults=(1, 2, 4), dec_dim=128, dec_layers=2, dec_heads=4)
+    c.update(overrides)
+    return Config(**c)
+
+
+PRESETS = {"tiny": tiny_config, "paper": paper_config}
+IMAGE_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # ImageNet statistics
+IMAGE_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+class Pix2SeqD(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.loss not in ("ce", "l2"):
+            raise ValueError(f"loss must be 'ce' or 'l2', got {cfg.loss!r}")
+        if cfg.mask_size % 2 ** (len(cfg.dec_mults) - 1):
+            raise ValueError(f"mask_size {cfg.mask_size} must be divisible by 2**{len(cfg.dec_mults) - 1}")
+        if cfg.image_size % 16:
+            raise ValueError(f"image_size {cfg.image_size} must be a multiple of 16")
+        self.encoder = ImageEncoder(cfg.resnet_widths, cfg.resnet_depths, cfg.resnet_stem, cfg.enc_dim,
+                                    cfg.enc_layers, cfg.enc_heads, cfg.enc_mlp, cfg.feat_dim)
+        groups = (cfg.n_class_bits, cfg.n_identity_bits)
+        if cfg.loss == "ce" and groups[0] != groups[1]:
+            raise ValueError("the ce loss needs equal class and identity bit counts (one logits tensor)")
+        out = 2 * 2 ** cfg.n_class_bits if cfg.loss == "ce" else cfg.n_bits
+        self.decoder = MaskDecoder(cfg.n_bits, cfg.feat_dim, cfg.enc_dim, out, cfg.dec_base, cfg.dec_mults,
+                                   cfg.dec_dim, cfg.dec_layers, cfg.dec_heads, cfg.n_past)
+
+    def encode(self, images):
+        """The pixel encoder, run once per image. images: float[B, 3, H, W] in [0, 1]
+        -> (feats [B, feat_dim, h, w], tokens [B, N, enc_dim])."""
+        if images.dim() != 4 or images.shape[1] != 3 or not images.dtype.is_floating_point:
+            raise ValueError(f"images must be float[B, 3, H, W] in [0, 1], got {images.dtype} {list(images.shape)}")
+        images = (images - IMAGE_MEAN.to(images.device)) / IMAGE_STD.to(images.device)
+        return self.encoder(images, (self.cfg.mask_size, self.cfg.mask_size))
+
+    def decode(self, m_t, h, t, past=None):
+        """One pass of the mask decoder. t: float[B]. Returns (m_logits or None, m_pred)."""
+        out = self.decoder(m_t, *h, gamma(t), past)
+        if self.cfg.loss == "l2":
+            return None, out
+        B, _, H, W = out.shape
+        m_logits = out.view(B, 2, -1, H, W)
+        return m_logits, expected_bits(m_logits, self.cfg.scale)
+
+    def to_bits(self, masks):
+        c = self.cfg
+        return mask_to_analog(masks, c.n_class_bits, c.n_identity_bits, c.scale)
+
+    def train_loss(self, images, masks, past=None):
+        """Alg. 1. images: float[B, 3, H, W]; masks: long[B, h, w, 2] -> (loss, stats)."""
+        c = self.cfg
+        check_mask(masks, c.n_class_bits, c.n_identity_bits)
+        if masks.shape[1:3] != (c.mask_size, c.mask_size) or images.shape[0] != masks.shape[0]:
+            raise ValueError(f"masks {list(masks.shape)} do not match images {list(images.shape)} "
+                             f"and mask_size {c.mask_size}")
+        h = self.encode(images)
+        m_bits = self.to_bits(masks)
+        t = torch.rand(masks.shape[0], device=masks.device)
+        m_crpt = corrupt(m_bits, t, torch.randn_like(m_bits))
+        weights = size_weights(masks[..., 1], c.p)
+        m_logits, m_pred = self.decode(m_crpt, h, t, past)
+        if c.loss == "ce":
+            loss = softmax_ce(m_logits, masks, weights).mean()
+        else:
+            loss = l2_loss(m_pred, m_bits, weights).mean()
+        return loss, {"loss": loss.item()}
+
+    @torch.no_grad()
+    def infer(self, images, steps=20, td=2.0, min_pixels=0, past=None, known=None, known_region=None,
+              trajectory=False):
+        """Alg. 2. images: float[B, 3, H, W] -> long[B, h, w, 2] (after majority vote).
+
+        known/known_region: inpainting (LDMSeg Sec. 3.3 adapted to analog bits): known: long[B, h,
+        w, 2], known_region: bool[B, h, w]; at each step the known pixels of m_t are replaced by the
+        ground truth noised to t_now, and they are copied into the answer at the end.
+        trajectory=True also returns the list of decoded masks after each step (Fig. 11)."""
+        c = self.cfg
+        h = self.encode(images)
+        B = images.shape[0]
+        shape = (B, c.n_bits, c.mask_size, c.mask_size)
+        m_t = torch.randn(shape, device=images.device)
+        if known is not None:
+            region = known_region.to(images.device)
+            k_bits = self.to_bits(known.to(images.device))
+        path = []
+        for t_now, t_next in time_pairs(steps, td):
+            t = torch.full((B,), t_now, device=images.device)
+            if known is not None:
+                m_t = torch.where(region[:, None], corrupt(k_bits, t, torch.randn_like(m_t)), m_t)
+            _, m_pred = self.decode(m_t, h, t, past)
+            m_t = ddim_step(m_t, m_pred, t_now, t_next, c.scale)
+            if trajectory:
+                path.append(self.decode_bits(m_pred, min_pixels))
+        masks = self.decode_bits(m_pred, min_pixels)
+        if known is not None:
+            masks = torch.where(region[..., None], known.to(masks.device), masks)
+        return (masks, path) if trajectory else masks
+
+    def decode_bits(self, m_pred, min_pixels=0):
+        """Analog bits -> mask (threshold at 0), then majority vote."""
+        c = self.cfg
+        mask = analog_to_mask(m_pred, c.n_class_bits, c.n_identity_bits)
+        return majority_vote(mask, c.n_classes, min_pixels)
+
+
+def load_model(path, device="cpu"):
+    """A Pix2SeqD with the EMA weights of a checkpoint written by train.py.
+
+    Raises FileNotFoundError for a missing file and ValueError for one that is not a
+    pix2seq-d checkpoint (each with a one-line message a CLI can print)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} not found: train one with `python train.py` or pass --ckpt PATH")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        model = Pix2SeqD(Config.from_dict(ckpt["config"]))
+        model.load_state_dict(ckpt["ema"])
+    except Exception as e:  # any unpickling / key / shape problem means the same thing to a user
+        raise ValueError(f"{path} is not a readable pix2seq-d checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]}): re-create it with train.py") from None
+    return model.to(device).eval(), ckpt

@@ -1,0 +1,15 @@
+"""Triton kernels for the hot loops of Pix2Seq-D; see kernels/bits.py, softmax_ce.py, ddim.py.
+
+The flat modules call a kernel when its tensors are on CUDA and the PyTorch reference otherwise.
+PIX2SEQD_KERNELS=0 forces the reference everywhere (for comparison), =1 forces the kernels even
+on the CPU (through Triton's interpreter, TRITON_INTERPRET=1); unset means automatic.
+"""
+import os
+
+
+def enabled(x):
+    """Whether to run the Triton kernel for tensor x."""
+    mode = os.environ.get("PIX2SEQD_KERNELS", "auto")
+    if mode in ("0", "1"):
+        return mode == "1"
+    return x.is_cuda
