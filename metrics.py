@@ -72,7 +72,7 @@ class PanopticQuality:
             if not isinstance(info, dict) or "isthing" not in info:
                 raise ValueError(f"categories[{c!r}] must be a dict with an 'isthing' entry, got {info!r}")
         self.categories = categories
-        self._stats = {}  # class id -> [tp, fp, fn, iou_sum]
+        self._stats = {}  # class id -> float64[4]: tp, fp, fn, sum of matched IoU
 
     def update(self, pred, gt, gt_crowd=()):
         """Score one image. pred, gt: [H, W, 2] (LongTensor or numpy ints); gt_crowd: identities
@@ -90,7 +90,7 @@ class PanopticQuality:
             if unknown:
                 raise ValueError(f"{name} has class ids {unknown} that are not in categories "
                                  f"(known: {sorted(self.categories)}; 0 is void)")
-        crowd = np.isin(gt_id, np.asarray(list(gt_crowd), dtype=np.int64))
+        crowd = np.isin(gt_id, np.asarray([int(i) for i in gt_crowd], dtype=np.int64))
         crowd[0] = False
         gt_area = np.bincount(gt_seg, minlength=len(gt_class)).astype(np.float64)
         self._count(pred_seg, gt_seg, pred_class, gt_class, gt_area, crowd, crowd)
@@ -119,10 +119,8 @@ class PanopticQuality:
         pc, gc, ic = p[cand], g[cand], inter[cand]
         iou = ic / (pred_area[pc] + gt_area[gc] - ic - pred_void[pc])
         hit = iou > 0.5
-        pred_matched = np.zeros(n_pred, dtype=bool)
-        pred_matched[pc[hit]] = True
-        gt_matched = np.zeros(n_gt, dtype=bool)
-        gt_matched[gc[hit]] = True
+        pred_matched, gt_matched = np.zeros(n_pred, dtype=bool), np.zeros(n_gt, dtype=bool)
+        pred_matched[pc[hit]], gt_matched[gc[hit]] = True, True
         excuse = same & gt_excuse[g]
         excused = pred_void + np.bincount(p[excuse], inter[excuse], n_pred)
         fp = ~pred_matched[1:] & ~(excused[1:] / pred_area[1:] > 0.5)
@@ -132,18 +130,15 @@ class PanopticQuality:
         uniq, k = np.unique(classes, return_inverse=True)
         counts = np.bincount(k * 3 + kind, minlength=3 * len(uniq)).reshape(-1, 3)
         iou_sum = np.bincount(k[:hit.sum()], iou[hit], len(uniq))
-        for c, (tp_c, fp_c, fn_c), iou_c in zip(uniq.tolist(), counts.tolist(), iou_sum.tolist()):
-            s = self._stats.setdefault(c, [0, 0, 0, 0.0])
-            s[0] += tp_c
-            s[1] += fp_c
-            s[2] += fn_c
-            s[3] += iou_c
+        for c, row in zip(uniq.tolist(), np.column_stack([counts, iou_sum])):
+            self._stats[c] = self._stats.get(c, 0.0) + row
 
     def compute(self):
         """The result dict (see the class docstring); values as floats in [0, 1]."""
-        per_class, groups = {}, {name: [0.0, 0.0, 0.0, 0] for name in ("All", "Things", "Stuff")}
+        per_class, groups = {}, {"All": [], "Things": [], "Stuff": []}  # (pq, sq, rq) of counted classes
         for c, info in self.categories.items():
-            tp, fp, fn, iou = self._stats.get(c, (0, 0, 0, 0.0))
+            tp, fp, fn, iou = self._stats.get(c, np.zeros(4)).tolist()
+            tp, fp, fn = int(tp), int(fp), int(fn)
             if tp + fp + fn == 0:
                 per_class[c] = {"pq": 0.0, "sq": 0.0, "rq": 0.0, "tp": 0, "fp": 0, "fn": 0}
                 continue
@@ -151,11 +146,12 @@ class PanopticQuality:
             pq, sq, rq = iou / denom, (iou / tp if tp else 0.0), tp / denom
             per_class[c] = {"pq": pq, "sq": sq, "rq": rq, "tp": tp, "fp": fp, "fn": fn}
             for name in ("All", "Things" if info["isthing"] == 1 else "Stuff"):
-                acc = groups[name]
-                acc[0], acc[1], acc[2], acc[3] = acc[0] + pq, acc[1] + sq, acc[2] + rq, acc[3] + 1
-        result = {name: {"pq": pq / n if n else 0.0, "sq": sq / n if n else 0.0,
-                         "rq": rq / n if n else 0.0, "n": n}
-                  for name, (pq, sq, rq, n) in groups.items()}
+                groups[name].append((pq, sq, rq))
+        result = {}
+        for name, vals in groups.items():
+            result[name] = {k: sum(v[i] for v in vals) / len(vals) if vals else 0.0
+                            for i, k in enumerate(("pq", "sq", "rq"))}
+            result[name]["n"] = len(vals)
         result["per_class"] = per_class
         return result
 
@@ -312,6 +308,8 @@ def _frame_scores(pred, gt, gt_ids, n_prop, bound_th):
     pred, gt: int64[H, W]; gt_ids: int64[G] -> (J, F) float64[n_prop, G].
     """
     h, w = gt.shape
+    if bound_th >= 1 and bound_th != int(bound_th):
+        raise ValueError(f"bound_th >= 1 is a radius in pixels and must be whole, got {bound_th}")
     r = int(bound_th if bound_th >= 1 else math.ceil(bound_th * math.hypot(h, w)))
     gcol = np.where(gt > 0, np.searchsorted(gt_ids, gt) + 1, 0)
     inter = np.bincount((pred * (len(gt_ids) + 1) + gcol).ravel(),
@@ -382,8 +380,9 @@ def j_and_f(pred_frames, gt_frames, bound_th=0.008):
     channel), 0 = background. Gt objects: the nonzero ids present in some frame. Proposals: pred
     ids 1..max(largest pred id, number of gt objects), absent ids as empty masks (as DAVIS reads
     a result PNG). J = IoU per frame (1 when both are empty); F = boundary F-measure (DAVIS
-    seg2bmap boundaries, matched within a disk of radius ceil(bound_th * diagonal)). Each gt
-    object gets the distinct proposal that maximises the total mean (J + F) / 2 (Hungarian).
+    seg2bmap boundaries, matched within a disk of radius ceil(bound_th * diagonal), or bound_th
+    pixels when bound_th >= 1). Each gt object gets the distinct proposal that maximises the
+    total mean (J + F) / 2 (Hungarian).
     Returns {"J": {"mean", "recall"}, "F": {"mean", "recall"}, "J&F", "per_object": {gt id:
     {"pred_id" (0: an empty proposal), "J": {"mean", "recall"}, "F": {...}}}}; recall = fraction
     of frames scoring > 0.5; the means and recalls average over gt objects (over a data set,

@@ -203,15 +203,21 @@ def write_coco(folder, name, masks, crowds=(), rng=None, categories=CATS):
             ids[where] = seg_id
             segments.append({"id": int(seg_id), "category_id": c, "iscrowd": int(i in crowd),
                              "area": int(where.sum())})
-        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
         file_name = f"{image_id:012d}.png"
-        Image.fromarray(rgb, "RGB").save(os.path.join(png_dir, file_name))
+        save_ids(os.path.join(png_dir, file_name), ids)
         anns.append({"image_id": image_id, "file_name": file_name, "segments_info": segments})
     cats = [{"id": c, "name": v["name"], "isthing": v["isthing"]} for c, v in categories.items()]
     path = os.path.join(folder, name + ".json")
     with open(path, "w") as f:
         json.dump({"annotations": anns, "categories": cats}, f)
     return path, png_dir
+
+
+def save_ids(path, ids):
+    """int[H, W] segment ids -> a COCO panoptic PNG (id = R + 256 G + 256^2 B)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
+    Image.fromarray(rgb, "RGB").save(path)
 
 
 def assert_same(a, b, tol=1e-9):
@@ -350,8 +356,7 @@ def test_coco_files_agree_with_slow_loop_on_raw_ids(tmp_path_factory, seed):
                     "area": int((gt_ids == i).sum())} for i in listed]
         pred_segs = [{"id": i, "category_id": int(rng.integers(1, 4))} for i in np.unique(pred_ids) if i]
         for name, ids, segs in (("gt", gt_ids, gt_segs), ("pred", pred_ids, pred_segs)):
-            rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
-            Image.fromarray(rgb, "RGB").save(folder / name / f"{image_id}.png")
+            save_ids(folder / name / f"{image_id}.png", ids)
             (gt if name == "gt" else pred)["annotations"].append(
                 {"image_id": image_id, "file_name": f"{image_id}.png", "segments_info": segs})
         slow_pq(gt["annotations"][-1], gt_ids, pred["annotations"][-1], pred_ids, stats)
@@ -386,8 +391,7 @@ def test_coco_sample(tmp_path):
         pred_ids[ids == people[1]["id"]] = people[0]["id"]  # two people merged into one
         pred_ids[ids == segs[-1]["id"]] = 0  # one segment dropped
         pred_segs = [s for s in segs if s["id"] not in (people[1]["id"], segs[-1]["id"])]
-        rgb = np.stack([pred_ids % 256, pred_ids // 256 % 256, pred_ids // 65536], -1).astype(np.uint8)
-        Image.fromarray(rgb, "RGB").save(tmp_path / "pred" / ann["file_name"])
+        save_ids(tmp_path / "pred" / ann["file_name"], pred_ids)
         pred_ann = {"image_id": ann["image_id"], "file_name": ann["file_name"], "segments_info": pred_segs}
         pred["annotations"].append(pred_ann)
         slow_pq(ann, ids, pred_ann, pred_ids, stats)
