@@ -2,14 +2,14 @@
 
 The flat modules call a kernel when its tensors are on CUDA and the PyTorch reference otherwise.
 PIX2SEQD_KERNELS=0 forces the reference everywhere (for comparison), =1 forces the kernels even
-on the CPU (through Triton's interpreter, TRITON_INTERPRET=1); unset means automatic.
+on the CPU (through Triton's interpreter, TRITON_INTERPRET=1); unset or "auto" means automatic.
 """
 import os
 
 
 def enabled(x):
-    """Whether to run the Triton kernel for tensor x."""
+    """Whether to run the Triton kernel for tensor x (read from the environment at each call)."""
     mode = os.environ.get("PIX2SEQD_KERNELS", "auto")
-    if mode in ("0", "1"):
-        return mode == "1"
-    return x.is_cuda
+    if mode not in ("0", "1", "auto"):
+        raise ValueError(f"PIX2SEQD_KERNELS must be 0 (reference), 1 (kernels) or auto (kernels on CUDA), got {mode!r}")
+    return mode == "1" or (mode == "auto" and x.is_cuda)
