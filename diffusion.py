@@ -22,8 +22,8 @@ from schedule import gamma, time_pairs
 
 def corrupt(m_bits, t, eps):
     """Eq. 1. m_bits, eps: float[B, n, h, w]; t: float[B] in [0, 1]  ->  m_crpt."""
-    g = gamma(t).to(m_bits.dtype).view(-1, *([1] * (m_bits.dim() - 1)))
-    return g.sqrt() * m_bits + (1 - g).sqrt() * eps
+    g = gamma(t.double()).view(-1, *([1] * (m_bits.dim() - 1)))  # float64: 1 - g is tiny near t = 0
+    return (g.sqrt() * m_bits + (1 - g).sqrt() * eps).to(m_bits.dtype)
 
 
 def ddim_step(x_t, x_pred, t_now, t_next, scale=0.1):
@@ -72,6 +72,7 @@ class Config:
     resnet_widths: tuple = (64, 128, 256)
     resnet_depths: tuple = (3, 4, 6)
     resnet_stem: int = 64
+    resnet_stem_stride: int = 4    # 2 for small images: ResNet maps at strides 2, 4, 8
     enc_dim: int = 512
     enc_layers: int = 6
     enc_heads: int = 16
@@ -109,7 +110,7 @@ def paper_config(**overrides):
 def tiny_config(**overrides):
     """A ~2M-parameter model that trains on a CPU on the built-in 64x64 shapes in minutes."""
     c = dict(n_classes=5, n_class_bits=3, n_identity_bits=3, image_size=64, mask_size=32,
-             resnet_widths=(16, 32, 64), resnet_depths=(1, 1, 2), resnet_stem=32,
+             resnet_widths=(16, 32, 64), resnet_depths=(1, 1, 2), resnet_stem=32, resnet_stem_stride=2,
              enc_dim=128, enc_layers=2, enc_heads=4, enc_mlp=256, feat_dim=64,
              dec_base=32, dec_mults=(1, 2, 4), dec_dim=128, dec_layers=2, dec_heads=4)
     c.update(overrides)
@@ -129,10 +130,11 @@ class Pix2SeqD(nn.Module):
             raise ValueError(f"loss must be 'ce' or 'l2', got {cfg.loss!r}")
         if cfg.mask_size % 2 ** (len(cfg.dec_mults) - 1):
             raise ValueError(f"mask_size {cfg.mask_size} must be divisible by 2**{len(cfg.dec_mults) - 1}")
-        if cfg.image_size % 16:
-            raise ValueError(f"image_size {cfg.image_size} must be a multiple of 16")
+        if cfg.image_size % (4 * cfg.resnet_stem_stride):
+            raise ValueError(f"image_size {cfg.image_size} must be a multiple of {4 * cfg.resnet_stem_stride}")
         self.encoder = ImageEncoder(cfg.resnet_widths, cfg.resnet_depths, cfg.resnet_stem, cfg.enc_dim,
-                                    cfg.enc_layers, cfg.enc_heads, cfg.enc_mlp, cfg.feat_dim)
+                                    cfg.enc_layers, cfg.enc_heads, cfg.enc_mlp, cfg.feat_dim,
+                                    cfg.resnet_stem_stride)
         groups = (cfg.n_class_bits, cfg.n_identity_bits)
         if cfg.loss == "ce" and groups[0] != groups[1]:
             raise ValueError("the ce loss needs equal class and identity bit counts (one logits tensor)")

@@ -41,13 +41,14 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """Stem (stride 4) and three bottleneck stages at strides 4, 8, 16 (ResNet-50: widths
-    64/128/256, depths 3/4/6; its stride-32 stage is cut). Returns the three stage outputs."""
+    """Stem (stride 4: 7x7 conv and max-pool) and three bottleneck stages at strides 4, 8, 16
+    (ResNet-50: widths 64/128/256, depths 3/4/6; its stride-32 stage is cut). Returns the three
+    stage outputs. stem_stride=2 drops the max-pool, for small images (strides 2, 4, 8)."""
 
-    def __init__(self, widths=(64, 128, 256), depths=(3, 4, 6), stem=64):
+    def __init__(self, widths=(64, 128, 256), depths=(3, 4, 6), stem=64, stem_stride=4):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, stem, 7, 2, 3, bias=False), norm(stem), nn.ReLU(),
-                                  nn.MaxPool2d(3, 2, 1))
+        pool = [nn.MaxPool2d(3, 2, 1)] if stem_stride == 4 else []
+        self.stem = nn.Sequential(nn.Conv2d(3, stem, 7, 2, 3, bias=False), norm(stem), nn.ReLU(), *pool)
         stages, c = [], stem
         for i, (w, d) in enumerate(zip(widths, depths)):
             blocks = []
@@ -64,7 +65,7 @@ class ResNet(nn.Module):
         for stage in self.stages:
             x = stage(x)
             outs.append(x)
-        return outs  # strides 4, 8, 16
+        return outs  # strides 4, 8, 16 (2, 4, 8 with stem_stride=2)
 
 
 def sincos_2d(h, w, dim, device=None):
@@ -97,9 +98,9 @@ class ImageEncoder(nn.Module):
     """ResNet + transformer encoder + feature-pyramid merge up to the mask resolution."""
 
     def __init__(self, widths=(64, 128, 256), depths=(3, 4, 6), stem=64, dim=512, layers=6,
-                 heads=16, mlp=2048, feat_dim=256):
+                 heads=16, mlp=2048, feat_dim=256, stem_stride=4):
         super().__init__()
-        self.resnet = ResNet(widths, depths, stem)
+        self.resnet = ResNet(widths, depths, stem, stem_stride)
         c4, c8, c16 = self.resnet.channels
         self.proj = nn.Conv2d(c16, dim, 1)
         self.layers = nn.ModuleList(EncoderLayer(dim, heads, mlp) for _ in range(layers))

@@ -160,7 +160,7 @@ def main(argv=None):
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
         ema_update(ema, model, min(args.ema, (1 + step) / (10 + step)))
-        bar.set_postfix(loss=f"{stats['loss']:.3f}")
+        bar.set_postfix(loss=f"{stats['loss']:.3f}", refresh=False)
         if step % args.log_every == 0 or step == args.train_steps - 1:
             log.write(json.dumps({"step": step, "loss": stats["loss"], "lr": lr_at(step, args),
                                   "grad_norm": float(grad_norm), "time": time.time() - t0}) + "\n")
