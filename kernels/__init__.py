@@ -2,7 +2,8 @@
 
 The flat modules call a kernel when its tensors are on CUDA and the PyTorch reference otherwise.
 PIX2SEQD_KERNELS=0 forces the reference everywhere (for comparison), =1 forces the kernels even
-on the CPU (through Triton's interpreter, TRITON_INTERPRET=1); unset or "auto" means automatic.
+on the CPU (through Triton's interpreter, TRITON_INTERPRET=1, which must be set before the kernel
+modules are imported); unset or "auto" means automatic.
 """
 import os
 
@@ -12,4 +13,7 @@ def enabled(x):
     mode = os.environ.get("PIX2SEQD_KERNELS", "auto")
     if mode not in ("0", "1", "auto"):
         raise ValueError(f"PIX2SEQD_KERNELS must be 0 (reference), 1 (kernels) or auto (kernels on CUDA), got {mode!r}")
+    if mode == "1" and not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("PIX2SEQD_KERNELS=1 on CPU tensors runs the kernels in Triton's interpreter: also set "
+                         "TRITON_INTERPRET=1 (before start-up), or use PIX2SEQD_KERNELS=auto")
     return mode == "1" or (mode == "auto" and x.is_cuda)

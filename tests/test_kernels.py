@@ -6,6 +6,8 @@ tests/test_kernels.py` compiles them and adds the bfloat16 cases.
 """
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -250,3 +252,21 @@ def test_ce_bfloat16_on_gpu(K):
     grad_ref, = torch.autograd.grad([loss_ref, m_pred_ref], logits, d_outs)
     assert grad.dtype == torch.bfloat16
     torch.testing.assert_close(grad, grad_ref, rtol=2 ** -7, atol=1e-5)
+
+
+def test_forcing_kernels_on_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.setenv("PIX2SEQD_KERNELS", "1")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        kernels.enabled(torch.zeros(1))
+    monkeypatch.setenv("PIX2SEQD_KERNELS", "auto")
+    assert not kernels.enabled(torch.zeros(1))
+
+
+def test_kernels_compile_for_h100():
+    """The interpreter accepts what the GPU compiler may reject (KERNELS.md): compile every kernel
+    variant for sm_90 without a GPU (Triton's own ptxas; ~10 s cold, cached after)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-m", "kernels.bench", "--compile-only"], cwd=root, capture_output=True,
+                         text=True, env={**os.environ, "TRITON_INTERPRET": "0"})
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
