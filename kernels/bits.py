@@ -75,10 +75,13 @@ def analog_to_mask_kernel(m_ptr, mask_ptr, HW, n_blocks,
 BLOCK = 1024
 
 
-def _check_bit_counts(n_class_bits, n_identity_bits):
+def _check_sizes(n_class_bits, n_identity_bits, H, W):
     for name, n in (("n_class_bits", n_class_bits), ("n_identity_bits", n_identity_bits)):
         if not (isinstance(n, int) and 1 <= n <= 62):
             raise ValueError(f"{name} must be an int in [1, 62] (the bits of an int64 id), got {n!r}")
+    if (n_class_bits + n_identity_bits) * H * W >= 2 ** 31:
+        raise ValueError(f"one image's bits must hold fewer than 2**31 entries (int32 offsets), got "
+                         f"{n_class_bits + n_identity_bits} x {H} x {W}: use smaller masks")
 
 
 def mask_to_analog(mask, n_class_bits=8, n_identity_bits=8, scale=0.1, check=True):
@@ -88,7 +91,6 @@ def mask_to_analog(mask, n_class_bits=8, n_identity_bits=8, scale=0.1, check=Tru
     last a min/max with a host sync). check=False keeps the shape and dtype checks but skips the
     range check (no sync, for the hot path): ids outside [0, 2**n) then keep only their low n bits.
     """
-    _check_bit_counts(n_class_bits, n_identity_bits)
     if check:
         check_mask(mask, n_class_bits, n_identity_bits)
     elif (not isinstance(mask, torch.Tensor) or mask.dim() != 4 or mask.shape[-1] != 2
@@ -96,6 +98,7 @@ def mask_to_analog(mask, n_class_bits=8, n_identity_bits=8, scale=0.1, check=Tru
         raise ValueError(f"mask must be an integer tensor [B, H, W, 2], got "
                          f"{getattr(mask, 'dtype', type(mask).__name__)} {list(getattr(mask, 'shape', []))}")
     B, H, W, _ = mask.shape
+    _check_sizes(n_class_bits, n_identity_bits, H, W)
     m_bits = torch.empty(B, n_class_bits + n_identity_bits, H, W, device=mask.device, dtype=torch.float32)
     if m_bits.numel() == 0:
         return m_bits
@@ -109,11 +112,11 @@ def mask_to_analog(mask, n_class_bits=8, n_identity_bits=8, scale=0.1, check=Tru
 def analog_to_mask(m, n_class_bits=8, n_identity_bits=8):
     """m: float[B, n_class_bits + n_identity_bits, H, W] -> mask: int64[B, H, W, 2]; a bit is 1
     where m > 0 (NaN reads as 0, as in the reference)."""
-    _check_bit_counts(n_class_bits, n_identity_bits)
     if not isinstance(m, torch.Tensor) or m.dim() != 4 or m.shape[1] != n_class_bits + n_identity_bits:
         raise ValueError(f"analog bits must have shape [B, {n_class_bits + n_identity_bits}, H, W], "
                          f"got {list(getattr(m, 'shape', []))}")
     B, _, H, W = m.shape
+    _check_sizes(n_class_bits, n_identity_bits, H, W)
     mask = torch.empty(B, H, W, 2, device=m.device, dtype=torch.int64)
     if mask.numel() == 0:
         return mask

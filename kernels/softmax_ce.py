@@ -139,6 +139,7 @@ class WeightedSoftmaxCE(torch.autograd.Function):
         return loss, m_pred
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, d_loss, d_m_pred):
         logits, target, weights, lse = ctx.saved_tensors
         if target is None:
@@ -175,6 +176,9 @@ def weighted_softmax_ce(logits, target, weights, scale=0.1):
     B, G, K, H, W = logits.shape
     if K < 2 or K > 1024 or K & (K - 1):
         raise ValueError(f"a softmax group must have K = 2**n entries with 2 <= K <= 1024, got K = {K}")
+    if K * H * W >= 2 ** 31:
+        raise ValueError(f"one image's logits must hold fewer than 2**31 entries (int32 offsets), got K*H*W = "
+                         f"{K * H * W}: use smaller masks")
     if target is not None:
         if target.shape != (B, H, W, G) or target.dtype.is_floating_point or target.dtype == torch.bool:
             raise ValueError(f"target must be an integer tensor [B, H, W, G] = {[B, H, W, G]}, "
