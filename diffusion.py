@@ -163,8 +163,10 @@ class Pix2SeqD(nn.Module):
         c = self.cfg
         return mask_to_analog(masks, c.n_class_bits, c.n_identity_bits, c.scale)
 
-    def train_loss(self, images, masks, past=None):
-        """Alg. 1. images: float[B, 3, H, W]; masks: long[B, h, w, 2] -> (loss, stats)."""
+    def train_loss(self, images, masks, past=None, t=None, eps=None):
+        """Alg. 1. images: float[B, 3, H, W]; masks: long[B, h, w, 2] -> (loss, stats).
+        t: float[B] and eps: float[B, n_bits, h, w] are drawn here unless given (train.py gives
+        them so that an example's noise does not depend on how a batch is split over processes)."""
         c = self.cfg
         check_mask(masks, c.n_class_bits, c.n_identity_bits)
         if masks.shape[1:3] != (c.mask_size, c.mask_size) or images.shape[0] != masks.shape[0]:
@@ -172,8 +174,8 @@ class Pix2SeqD(nn.Module):
                              f"and mask_size {c.mask_size}")
         h = self.encode(images)
         m_bits = self.to_bits(masks)
-        t = torch.rand(masks.shape[0], device=masks.device)
-        m_crpt = corrupt(m_bits, t, torch.randn_like(m_bits))
+        t = torch.rand(masks.shape[0], device=masks.device) if t is None else t
+        m_crpt = corrupt(m_bits, t, torch.randn_like(m_bits) if eps is None else eps)
         weights = size_weights(masks[..., 1], c.p)
         m_logits, m_pred = self.decode(m_crpt, h, t, past)
         if c.loss == "ce":
