@@ -27,7 +27,7 @@ Memory traffic per pixel, official sizes (G = 2, K = 256, n = 8, float32 logits,
             ~16 KB, and the saved softmaxes (2 x 2 KB per pixel) live between the passes.
 bf16 logits halve the logits and dx bytes; all arithmetic is float32 (float64 for float64 logits).
 
-Out-of-range targets (outside [0, K)) give a NaN loss and NaN gradient for that pixel instead of
+Out-of-range targets (outside [0, K)) give a NaN loss at that pixel and NaN gradients for its group, not
 a host-synchronising check. Weights are constants: no gradient flows to them.
 """
 import torch
