@@ -1,0 +1,1 @@
+"""Classroom exercises: rebuild the pieces of Pix2Seq-D one function at a time (see README.md)."""

@@ -1,0 +1,104 @@
+"""What the exercise checks share: failures as plain words (Wrong, NotWritten), calling the
+student's code safely (call), comparing with a reference and naming the typical mistake
+(expect), and hypothesis with fixed settings (run, tensors).
+"""
+import os
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis.extra.numpy import array_shapes, arrays
+
+
+class Wrong(Exception):
+    """A check failed: the call, the expected and the actual result, and a hint."""
+
+    def __init__(self, call, expected, got, hint):
+        super().__init__(call)
+        self.call, self.expected, self.got, self.hint = call, expected, got, hint
+
+
+class NotWritten(Exception):
+    """The student's function still raises NotImplementedError."""
+
+
+def fmt(x, limit=600):
+    """Short text of a tensor / array / number / nested list, floats to 5 significant digits."""
+    def text(v):
+        if isinstance(v, (torch.Tensor, np.ndarray)):
+            v = v.tolist()
+        if isinstance(v, float):
+            return f"{v:.5g}"
+        if isinstance(v, list):
+            return "[" + ", ".join(text(u) for u in v) + "]"
+        if isinstance(v, tuple):
+            return "(" + ", ".join(text(u) for u in v) + ("," if len(v) == 1 else "") + ")"
+        return repr(v)
+    s = text(x)
+    return s if len(s) <= limit else s[:limit] + " ..."
+
+
+def call(fn, what, *args, hint="read the contract in the exercise's docstring", name=None, **kwargs):
+    """Run the student's fn (named `name` in reports); NotImplementedError (anywhere in the cause
+    chain) -> NotWritten, any other error -> Wrong naming it."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:
+        cause = e
+        while cause is not None:
+            if isinstance(cause, NotImplementedError) or "NotImplementedError" in str(cause):
+                raise NotWritten(name or fn.__name__) from None
+            cause = cause.__cause__ or cause.__context__
+        raise Wrong(what, "a result", f"an error: {type(e).__name__}: {str(e).splitlines()[0][:300]}", hint) from None
+
+
+def expect(what, want, got, hint, mistakes=(), rtol=0.0, atol=0.0, integer=False):
+    """Compare got with want (a tensor); if it differs, find the first typical mistake it matches.
+
+    mistakes: [(tensor the mistake would give, or predicate on got as float64, hint), ...]."""
+    if not isinstance(got, torch.Tensor):
+        raise Wrong(what, f"a torch.Tensor of shape {list(want.shape)}", f"{type(got).__name__}: {fmt(got)}",
+                    "return a torch.Tensor")
+    if got.shape != want.shape:
+        raise Wrong(what, f"shape {list(want.shape)}: {fmt(want)}", f"shape {list(got.shape)}: {fmt(got)}",
+                    "the shape is wrong: compare with the shapes in the docstring")
+    if integer and (got.dtype.is_floating_point or got.dtype.is_complex):
+        raise Wrong(what, f"integers: {fmt(want)}", f"dtype {got.dtype}: {fmt(got)}",
+                    "return an integer tensor (torch.long or torch.uint8)")
+    g, want = got.detach().cpu().double(), want.detach().cpu().double()
+
+    def close(a):
+        return bool(torch.isclose(g, a.double(), rtol, atol).all())
+    if close(want):
+        return
+    for alt, alt_hint in mistakes:
+        if alt(g) if callable(alt) else close(alt):
+            raise Wrong(what, fmt(want), fmt(got), alt_hint)
+    raise Wrong(what, fmt(want), fmt(got), hint)
+
+
+def run(prop, max_examples=40, **strategies):
+    """Run the property on hypothesis examples now; the shrunk first failure propagates."""
+    settings(max_examples=max_examples, database=None, derandomize=True, deadline=None, print_blob=False,
+             report_multiple_bugs=False, suppress_health_check=list(HealthCheck))(given(**strategies)(prop))()
+
+
+@contextmanager
+def reference_path():
+    """diffusion.ddim_step as plain PyTorch whatever PIX2SEQD_KERNELS says."""
+    old = os.environ.get("PIX2SEQD_KERNELS")
+    os.environ["PIX2SEQD_KERNELS"] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["PIX2SEQD_KERNELS"]
+        else:
+            os.environ["PIX2SEQD_KERNELS"] = old
+
+
+def tensors(dtype, elements, min_dims=1, max_dims=2, max_side=4, shape=None):
+    """Small torch tensors drawn as numpy arrays (so hypothesis shrinks sizes and values)."""
+    shape = array_shapes(min_dims=min_dims, max_dims=max_dims, max_side=max_side) if shape is None else shape
+    return arrays(dtype, shape, elements=elements).map(lambda a: torch.from_numpy(a.copy()))

@@ -1,0 +1,384 @@
+"""The property checks of the seven exercises: check_NAME(mod) runs them on the student's module.
+
+Each check draws small inputs with hypothesis, computes the answer with the project's reference
+(bits.py, schedule.py, diffusion.py, losses.py, metrics.py), and raises harness.Wrong for the
+first (shrunk) mismatch with a hint; `mistakes` lists what a typical slip would return, so the
+hint can name it. Each passing check prints one "ok" line.
+"""
+import math
+import os
+
+import numpy as np
+import torch
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
+
+from exercises.harness import Wrong, call, expect, fmt, reference_path, run, tensors
+
+
+# ---- 1: int2bit / bit2int ---------------------------------------------------------------
+
+def check_bits(mod):
+    from bits import bit2int, int2bit
+    msb = ("your bits come out most-significant-bit first: Alg. 3 puts the least significant bit "
+           "first (bit j of x is (x >> j) & 1)")
+
+    def bits_of_ints(nx):
+        n, x = nx
+        what = f"int2bit(torch.tensor({fmt(x)}), n={n})"
+        want = int2bit(x, n).long()
+        got = call(mod.int2bit, what, x, n)
+        expect(what, want, got, "bit j of x is (x >> j) & 1, for j = 0 .. n-1, stacked on a new last axis",
+               [(want.flip(-1), msb), (lambda g: bool((g > 1).any()), "a bit is 0 or 1: after shifting, keep "
+                                       "only the last bit, (x >> j) & 1 (Alg. 3 takes it mod 2)")], integer=True)
+    run(bits_of_ints, 60, nx=st.integers(1, 16).flatmap(
+        lambda n: st.tuples(st.just(n), tensors(np.int64, st.integers(0, 2 ** n - 1)))))
+    print("  ok  int2bit agrees with Alg. 3")
+
+    def ints_of_bits(b):
+        what = f"bit2int(torch.tensor({fmt(b)}))"
+        want = bit2int(b)
+        got = call(mod.bit2int, what, b)
+        expect(what, want, got, "x = sum_j bits[..., j] * 2**j over the last axis", [
+            (bit2int(b.flip(-1)), "you read the bits most-significant-bit first: bits[..., 0] is the least "
+                                  "significant bit, worth 2**0 (Alg. 3)")], integer=True)
+    run(ints_of_bits, 60, b=tensors(np.int64, st.integers(0, 1), min_dims=1, max_dims=3, max_side=6))
+    print("  ok  bit2int agrees with Alg. 3")
+
+
+
+# ---- 2: gamma and time_pairs ------------------------------------------------------------
+
+def check_schedule(mod):
+    from schedule import gamma, time_pairs
+    formula = "gamma(t) = cos(((t + ns) / (1 + ds)) * pi / 2) ** 2 (Alg. 4)"
+
+    def gamma_mistakes(want, t, ns, ds):
+        plain = (torch.cos(t * math.pi / 2) ** 2) if isinstance(t, torch.Tensor) else math.cos(t * math.pi / 2) ** 2
+        return [(want.sqrt(), "you return cos(...) but gamma is its square: cos(...) ** 2. Squared, it falls "
+                              "smoothly from ~1 to ~0 and sqrt(gamma), sqrt(1 - gamma) are the cos and sin of Eq. 1"),
+                (1 - want, "gamma must fall from ~1 at t = 0 (clean mask) to ~0 at t = 1 (pure noise): use cos, not sin"),
+                (torch.as_tensor(plain, dtype=torch.float64),
+                 f"the offsets ns and ds are missing: {formula}; they keep gamma(0) < 1 so that 1 - gamma(t) "
+                 "never divides by zero")]
+
+    def on_floats(t, kw):
+        what = f"gamma({t!r}{''.join(f', {k}={v}' for k, v in kw.items())})"
+        want = torch.tensor(gamma(t, **kw), dtype=torch.float64)
+        got = call(mod.gamma, what, t, **kw, hint="gamma must accept a Python float t (and keep the keyword "
+                   "arguments ns=0.0002, ds=0.00025): use math.cos for floats")
+        try:
+            got = torch.tensor(float(got), dtype=torch.float64)
+        except (TypeError, ValueError):
+            raise Wrong(what, f"a float: {fmt(want)}", f"{type(got).__name__}: {fmt(got)}", "return a float") from None
+        expect(what, want, got, formula, gamma_mistakes(want, t, **{"ns": 0.0002, "ds": 0.00025, **kw}),
+               rtol=1e-7, atol=1e-15)
+    params = st.sampled_from([{}, {"ns": 0.01, "ds": 0.02}])
+    run(on_floats, 60, t=st.floats(0, 1), kw=params)
+    print("  ok  gamma(t) on floats follows Alg. 4")
+
+    def on_tensors(t):
+        what = f"gamma(torch.tensor({fmt(t)}, dtype=torch.float64))"
+        want = gamma(t)
+        got = call(mod.gamma, what, t, hint="gamma must work on tensors too (the model calls it on a batch of "
+                   "times): use torch.cos when t is a tensor, math.cos when it is a float")
+        expect(what, want, got, formula, gamma_mistakes(want, t, 0.0002, 0.00025), rtol=1e-6, atol=1e-12)
+    run(on_tensors, 20, t=tensors(np.float64, st.floats(0, 1), max_dims=1))
+    print("  ok  gamma(t) on tensors follows Alg. 4")
+
+    def pairs(steps, td):
+        what = f"time_pairs(steps={steps}, td={td})"
+        want = torch.tensor(time_pairs(steps, td), dtype=torch.float64)
+        got = call(mod.time_pairs, what, steps, td)
+        try:
+            got = torch.tensor([[float(a), float(b)] for a, b in got], dtype=torch.float64)
+        except (TypeError, ValueError):
+            raise Wrong(what, fmt(want.tolist()), fmt(got), "return a list of (t_now, t_next) pairs of floats") from None
+        if len(got) != steps:
+            raise Wrong(what, fmt(want.tolist()), fmt(got.tolist()), f"one (t_now, t_next) pair per step: {steps} pairs")
+        s = torch.arange(steps, dtype=torch.float64)
+        expect(what, want, got, "Alg. 2: t_now = 1 - s/steps, t_next = max(1 - (s + 1 + td)/steps, 0), s = 0..steps-1", [
+            (torch.tensor(time_pairs(steps, 0.0), dtype=torch.float64),
+             "td is missing: t_next should be 1 - (s + 1 + td)/steps (Alg. 2's asymmetric time difference)"),
+            (torch.stack([1 - s / steps, 1 - (s + 1 + td) / steps], 1),
+             "t_next must not go below 0: t_next = max(1 - (s + 1 + td)/steps, 0)"),
+            (lambda g: abs(g[0, 0] - 1) > 1e-12, "the first step starts from pure noise: t_now = 1 - s/steps, "
+                                                  "which is 1 for s = 0")], atol=1e-12)
+    run(pairs, 60, steps=st.integers(1, 25), td=st.sampled_from([0.0, 1.0, 2.0, 0.5, 3.7]))
+    print("  ok  time_pairs follows Alg. 2")
+
+
+# ---- 3: the DDIM step -------------------------------------------------------------------
+
+def ddim_cases():
+    """(x_t, x_pred, t_now, t_next, scale): float32, x_pred reaching past [-b, b] so the clip matters."""
+    return st.tuples(array_shapes(max_dims=2, max_side=4), st.sampled_from([0.1, 1.0, 0.5]), st.floats(0.1, 1),
+                     st.floats(0, 1)).flatmap(lambda c: st.tuples(
+                         arrays(np.float32, c[0], elements=st.floats(-2, 2, width=32)).map(torch.from_numpy),
+                         arrays(np.float32, c[0], elements=st.floats(-3, 3, width=32)).map(
+                             lambda a: torch.from_numpy(a * np.float32(c[1]))),
+                         st.just(c[2]), st.just(c[2] * c[3]), st.just(c[1])))
+
+
+def ddim_mistakes(x_t, x_pred, t_now, t_next, scale):
+    """The results of typical mistakes in Alg. 4, built from the reference."""
+    from diffusion import ddim_step
+    from schedule import gamma
+    with reference_path():
+        unclipped = ddim_step(x_t, x_pred, t_now, t_next, math.inf)
+        swapped = ddim_step(x_t, x_pred, t_next, t_now, scale) if gamma(t_next) < 1 else None
+    g_now, g_next = gamma(t_now), gamma(t_next)
+    lost = x_pred.clamp(-scale, scale) - x_pred  # what the clip changes
+    clip = "x0 must be clipped to [-b, b] before eps is computed (Alg. 4: x_pred = clip(x_pred, -scale, scale))"
+    out = [(unclipped, clip),
+           (unclipped + math.sqrt(g_next) * lost, clip + ": you clipped it for x_next but not for eps"),
+           (unclipped - math.sqrt((1 - g_next) * g_now / (1 - g_now)) * lost,
+            clip + ": you clipped it for eps but not for x_next")]
+    if swapped is not None:
+        out.append((swapped, "gamma_now = gamma(t_now) goes into eps (the noise in x_t), gamma_next = "
+                             "gamma(t_next) into x_next"))
+    return out
+
+
+def check_ddim(mod):
+    from diffusion import ddim_step
+
+    def step(case):
+        x_t, x_pred, t_now, t_next, scale = case
+        what = (f"ddim_step(x_t=torch.tensor({fmt(x_t)}), x_pred=torch.tensor({fmt(x_pred)}), "
+                f"t_now={t_now!r}, t_next={t_next!r}, scale={scale})")
+        with reference_path():
+            want = ddim_step(x_t, x_pred, t_now, t_next, scale)
+        got = call(mod.ddim_step, what, x_t.clone(), x_pred.clone(), t_now, t_next, scale)
+        expect(what, want, got, "Alg. 4: x0 = clip(x_pred, -b, b); eps = (x_t - sqrt(gamma_now) x0) / "
+               "sqrt(1 - gamma_now); x_next = sqrt(gamma_next) x0 + sqrt(1 - gamma_next) eps, gamma = schedule.gamma",
+               ddim_mistakes(x_t, x_pred, t_now, t_next, scale), rtol=1e-4, atol=1e-5)
+    run(step, 50, case=ddim_cases())
+    print("  ok  ddim_step follows Alg. 4")
+
+
+# ---- 4: size weights --------------------------------------------------------------------
+
+def check_size_weights(mod):
+    from losses import size_weights
+
+    def normalise(w):
+        return w * w[0].numel() / w.sum((1, 2), keepdim=True)
+
+    def weights(identity, p):
+        B, H, W = identity.shape
+        what = f"size_weights(torch.tensor({fmt(identity)}), p={p})"
+        want = size_weights(identity, p)
+        got = call(mod.size_weights, what, identity.clone(), p)
+        if isinstance(got, torch.Tensor) and got.shape == want.shape:
+            sums = got.detach().double().sum((1, 2))
+            if not torch.allclose(sums, torch.full_like(sums, H * W), rtol=1e-4):
+                batch = abs(float(sums.sum()) - B * H * W) < 1e-3 * B * H * W
+                raise Wrong(what, f"{fmt(want)} (each image sums to H*W = {H * W})", f"{fmt(got)} (sums {fmt(sums)})",
+                            "you normalised over the whole batch: normalise each image on its own" if batch else
+                            "weights must sum to H*W per image: w' = H*W * w / sum(w) over the image's pixels")
+        flat = identity.reshape(B, -1)
+        c = (flat[:, :, None] == flat[:, None, :]).sum(-1).double().view(B, H, W)  # segment size per pixel
+        c_batch = (flat.reshape(-1)[:, None] == flat.reshape(-1)[None, :]).sum(-1).double().view(B, H, W)
+        expect(what, want, got, "w = 1 / c**p with c the pixel count of the pixel's segment in its image (void, "
+               "identity 0, is one segment too), then w' = H*W * w / sum(w) per image", [
+                   (normalise(c ** p), "w = 1 / c**p: pixels of small segments get the larger weights"),
+                   (normalise((c + 1) ** -p), "the paper weights by 1 / c**p; (c + 1) is the official code's variant"),
+                   (normalise(c_batch ** -p), "count each segment's pixels within its own image: identity 3 of "
+                                              "image 0 and identity 3 of image 1 are different segments")], rtol=1e-4)
+    run(weights, 60, identity=tensors(np.int64, st.integers(0, 3), min_dims=3, max_dims=3),
+        p=st.sampled_from([0.2, 1.0, 0.5, 0.0]))
+    print("  ok  size_weights follows Sec. 3.2")
+
+
+# ---- 5: expected bits -------------------------------------------------------------------
+
+def check_expected_bits(mod):
+    from losses import expected_bits
+
+    def bits(logits, scale):
+        B, G, K, H, W = logits.shape
+        what = f"expected_bits(logits of shape {list(logits.shape)} = torch.tensor({fmt(logits)}), scale={scale})"
+        want = expected_bits(logits, scale)
+        got = call(mod.expected_bits, what, logits.clone(), scale)
+        e = (want / scale + 1) / 2  # the expected 0/1 bits
+        n = K.bit_length() - 1
+        expect(what, want, got, "m_pred[:, g*n + j] = scale * (2 * sum_k softmax(logits[:, g])_k * bit_j(k) - 1), "
+               "the softmax over the K entries of group g (dim 2)", [
+                   (e, "expected bits must be scaled to [-b, b]: scale * (2e - 1), e the expected 0/1 bit"),
+                   (scale * e, "expected bits must be scaled to [-b, b]: scale * (2e - 1), not scale * e"),
+                   (2 * e - 1, "expected bits must be scaled to [-b, b]: multiply 2e - 1 by scale"),
+                   (want.view(B, G, n, H, W).flip(2).reshape(want.shape),
+                    "within each group the bits go least significant first (Alg. 3): bit_j(k) = (k >> j) & 1"),
+                   (expected_bits(logits * 1e4, scale), "take the expectation of each bit under the softmax, "
+                    "sum_k p_k * bit_j(k), not the bits of the most likely entry")], rtol=1e-4, atol=1e-6)
+    shapes = st.tuples(st.integers(1, 2), st.integers(1, 2), st.sampled_from([2, 4, 8]), st.integers(1, 2),
+                       st.integers(1, 3))
+    run(bits, 40, logits=tensors(np.float32, st.floats(-4, 4, width=32), shape=shapes),
+        scale=st.sampled_from([0.1, 1.0]))
+    print("  ok  expected_bits follows Sec. 3.2")
+
+
+# ---- 6: PQ matching ---------------------------------------------------------------------
+
+CATEGORIES = {1: {"name": "thing", "isthing": 1}, 2: {"name": "stuff", "isthing": 0}}
+IOU_RULE = "IoU = |p & g| / (|p| + |g| - |p & g| - |p & gt void|)"
+
+# (situation, gt, pred, hint): a mask is rows of "class.identity" pixels separated by " / "
+PQ_SCENARIOS = [
+    ("identical masks", "1.1 1.1 2.1 / 1.2 1.2 2.1", "1.1 1.1 2.1 / 1.2 1.2 2.1",
+     "a prediction equal to the gt matches every segment with IoU 1; a segment is the set of pixels sharing "
+     "one (class, identity) pair"),
+    ("void pixels: class 0 or identity 0", "1.1 1.1 0.3 2.0", "1.1 1.1 0.3 2.0",
+     "pixels with class 0 or identity 0 are void: they form no segment, so they are never matched, never a "
+     "false positive and never a false negative"),
+    ("a prediction spilling onto gt void", "1.1 1.1 0.0 0.0", "1.1 1.1 1.1 1.1",
+     f"IoU uses union minus the prediction's pixels on gt void: {IOU_RULE}; here 2 / (4 + 2 - 2 - 2) = 1"),
+    ("the gt segment partly predicted void", "1.1 1.1 1.1", "1.1 1.1 0.0",
+     f"gt pixels the prediction leaves void still count in the union: {IOU_RULE}, only the prediction's "
+     "pixels on gt void are forgiven; here 2 / 3"),
+    ("same pixels, another class", "1.1 1.1", "2.1 2.1",
+     "only segments of the same class can match: here the prediction is a false positive of class 2 and "
+     "the gt a false negative of class 1"),
+    ("IoU exactly 0.5", "1.1 1.1 1.1 1.1", "1.1 1.1 2.1 2.1",
+     "a match needs IoU > 0.5, strictly: 2 / 4 is not enough"),
+    ("an unmatched prediction mostly on gt void", "1.1 0.0 0.0 0.0", "2.1 2.1 2.1 2.1",
+     "an unmatched prediction with more than half of its pixels on gt void is not a false positive"),
+]
+
+
+def parse_mask(text):
+    """'1.1 1.1 / 0.0 2.1' -> long[H, W, 2]."""
+    return torch.tensor([[[int(v) for v in px.split(".")] for px in row.split()] for row in text.split("/")])
+
+
+def pq_expected(pred, gt):
+    """{class: (tp, fp, fn, IoU sum)} for one image, from metrics.PanopticQuality."""
+    from metrics import PanopticQuality
+    pq = PanopticQuality(CATEGORIES)
+    pq.update(pred, gt)
+    per_class = pq.compute()["per_class"]
+    return {c: (r["tp"], r["fp"], r["fn"], r["sq"] * r["tp"]) for c, r in per_class.items() if r["tp"] + r["fp"] + r["fn"]}
+
+
+def pq_summary(counts):
+    if not counts:
+        return "no matches, no false positives, no false negatives"
+    return "; ".join(f"class {c}: {tp} match(es) with IoU sum {iou:.4g}, {fp} false positive(s), "
+                     f"{fn} false negative(s)" for c, (tp, fp, fn, iou) in sorted(counts.items()))
+
+
+def pq_got(what, result):
+    """Check the shape of a match_segments result and count it per class like pq_expected."""
+    bad = "return (matches, false_positives, false_negatives): matches a list of (pred segment, gt segment, IoU), " \
+          "the others lists of segments, a segment a (class, identity) pair of ints"
+    try:
+        matches, fp, fn = result
+        matches = [((int(p[0]), int(p[1])), (int(g[0]), int(g[1])), float(iou)) for p, g, iou in matches]
+        fp, fn = [(int(c), int(i)) for c, i in fp], [(int(c), int(i)) for c, i in fn]
+    except (TypeError, ValueError, IndexError):
+        raise Wrong(what, "(matches, false_positives, false_negatives)", fmt(result), bad) from None
+    segs = [p for p, _, _ in matches] + [g for _, g, _ in matches] + fp + fn
+    if any(c == 0 or i == 0 for c, i in segs):
+        raise Wrong(what, "only real segments", fmt(result), PQ_SCENARIOS[1][3])
+    for p, g, iou in matches:
+        if p[0] != g[0]:
+            raise Wrong(what, "matches within one class", fmt(result), PQ_SCENARIOS[4][3])
+        if iou <= 0.5:
+            raise Wrong(what, "matches with IoU > 0.5", fmt(result), PQ_SCENARIOS[5][3])
+    for k, name in ((0, "prediction"), (1, "gt")):
+        seen = [m[k] for m in matches]
+        if len(set(seen)) != len(seen):
+            raise Wrong(what, f"each {name} segment in at most one match", fmt(result),
+                        "IoU > 0.5 makes matches unique: no segment can match twice")
+    counts = {}
+    for kind, cls, iou in [(0, g[0], iou) for _, g, iou in matches] + [(1, c, 0) for c, _ in fp] + [(2, c, 0) for c, _ in fn]:
+        row = counts.setdefault(cls, [0, 0, 0, 0.0])
+        row[kind] += 1
+        row[3] += iou
+    return {c: tuple(v) for c, v in counts.items()}
+
+
+def same_counts(a, b):
+    return a.keys() == b.keys() and all(a[c][:3] == b[c][:3] and abs(a[c][3] - b[c][3]) < 1e-9 for c in a)
+
+
+def check_pq(mod):
+    def one(pred, gt, situation, hint):
+        what = (f"match_segments(pred, gt), {situation}, with (class.identity per pixel)\n"
+                f"            gt   = {gt_text(gt)}\n            pred = {gt_text(pred)}")
+        want = pq_expected(pred, gt)
+        got = pq_got(what, call(mod.match_segments, what, pred.clone(), gt.clone()))
+        if not same_counts(want, got):
+            raise Wrong(what, pq_summary(want), pq_summary(got), hint)
+
+    for situation, gt, pred, hint in PQ_SCENARIOS:
+        one(parse_mask(pred), parse_mask(gt), situation, hint)
+        print(f"  ok  {situation}")
+    masks = st.tuples(st.integers(1, 4), st.integers(1, 5)).flatmap(lambda hw: st.tuples(*[
+        tensors(np.int64, st.integers(0, 2), shape=st.just((*hw, 2)))] * 2))
+    run(lambda pg: one(*pg, "random masks", "follow the COCO rules in the docstring: same class, IoU > 0.5 with "
+                       f"{IOU_RULE}; unmatched predictions mostly on gt void are not false positives"), 80, pg=masks)
+    print("  ok  random masks score as metrics.PanopticQuality scores them")
+
+
+def gt_text(mask):
+    return " / ".join(" ".join(f"{c}.{i}" for c, i in row) for row in mask.tolist())
+
+
+# ---- 7: the DDIM step as a Triton kernel ------------------------------------------------
+
+KERNEL_BLOCK = 32  # small, so that tiny tensors still span several programs
+
+
+def launch(kernel, x_t, x_pred, t_now, t_next, scale):
+    """Run the student's kernel as kernels/ddim.py does, on buffers padded to whole blocks:
+    returns (x_next float[N], tail): tail is what the kernel left past N (NaN if untouched)."""
+    import triton
+    from schedule import gamma
+    g_now, g_next = gamma(t_now), gamma(t_next)
+    alpha = math.sqrt((1 - g_next) / (1 - g_now))
+    beta = math.sqrt(g_next) - alpha * math.sqrt(g_now)
+    N = x_t.numel()
+    grid = triton.cdiv(N, KERNEL_BLOCK)
+    device = "cuda" if os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
+    pad = torch.zeros(grid * KERNEL_BLOCK - N)
+    x_next = torch.full((grid * KERNEL_BLOCK,), math.nan, device=device)
+    kernel[(grid,)](torch.cat([x_t, pad]).to(device), torch.cat([x_pred, pad]).to(device), x_next, N,
+                    alpha, beta, float(scale), KERNEL_BLOCK)
+    return x_next[:N].cpu(), x_next[N:].cpu()
+
+
+def check_triton_ddim(mod):
+    from diffusion import ddim_step
+    cases = st.tuples(st.integers(1, 3 * KERNEL_BLOCK + 5), st.sampled_from([0.1, 1.0]), st.floats(0.1, 1),
+                      st.floats(0, 1)).flatmap(lambda c: st.tuples(
+                          tensors(np.float32, st.floats(-2, 2, width=32), shape=st.just((c[0],))),
+                          tensors(np.float32, st.floats(-3, 3, width=32), shape=st.just((c[0],))).map(
+                              lambda a: a * c[1]), st.just(c[2]), st.just(c[2] * c[3]), st.just(c[1])))
+
+    def step(case):
+        x_t, x_pred, t_now, t_next, scale = case
+        N = x_t.numel()
+        what = (f"ddim_step_kernel on N={N} elements in blocks of BLOCK={KERNEL_BLOCK}, x_t=torch.tensor({fmt(x_t)}), "
+                f"x_pred=torch.tensor({fmt(x_pred)}), t_now={t_now!r}, t_next={t_next!r}, scale={scale}")
+        with reference_path():
+            want = ddim_step(x_t, x_pred, t_now, t_next, scale)
+        got, tail = call(launch, what, mod.ddim_step_kernel, x_t, x_pred, t_now, t_next, scale,
+                         hint="the kernel failed: compare it with the pointer arithmetic in the docstring",
+                         name="the body of ddim_step_kernel")
+        if not tail.isnan().all():
+            raise Wrong(what, f"nothing written past element {N - 1}", f"{len(tail) - int(tail.isnan().sum())} "
+                        "element(s) written past the end", "the last block runs past N: store (and load) with "
+                        "mask=offs < N")
+        expect(what, want, got, "load x_t and x_pred at offs = program_id(0) * BLOCK + arange(0, BLOCK), clip x0 "
+               "to [-scale, scale], store alpha * x_t + beta * x0 at the same offsets", [
+                   (ddim_mistakes(x_t, x_pred, t_now, t_next, scale)[0][0], "the kernel forgot the clip: x0 = "
+                    "tl.minimum(tl.maximum(x0, -scale), scale) before the update (Alg. 4)"),
+                   (lambda g: torch.allclose(g[:KERNEL_BLOCK], want[:KERNEL_BLOCK].double(), 1e-4, 1e-5),
+                    "only the first block is right: every program must start at tl.program_id(0) * BLOCK"),
+                   (lambda g: bool(g.isnan().any()), "some elements were never written: each of the cdiv(N, BLOCK) "
+                    "programs must store the BLOCK elements starting at tl.program_id(0) * BLOCK")],
+               rtol=1e-4, atol=1e-5)
+    run(step, 15, case=cases)
+    print("  ok  the kernel matches diffusion.ddim_step")
