@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis.extra.numpy import array_shapes, arrays
 
 
@@ -36,7 +36,7 @@ def fmt(x, limit=600):
             return "(" + ", ".join(text(u) for u in v) + ("," if len(v) == 1 else "") + ")"
         return repr(v)
     s = text(x)
-    return s if len(s) <= limit else s[:limit] + " ..."
+    return s if len(s) <= limit else s[:s.rfind(", ", 0, limit) + 2] + "..."
 
 
 def call(fn, what, *args, hint="read the contract in the exercise's docstring", name=None, **kwargs):
@@ -72,16 +72,27 @@ def expect(what, want, got, hint, mistakes=(), rtol=0.0, atol=0.0, integer=False
         return bool(torch.isclose(g, a.double(), rtol, atol).all())
     if close(want):
         return
+    expected, got = fmt(want), fmt(got)
+    if want.numel() > 12:  # long: say where they differ
+        bad = ~torch.isclose(g, want, rtol, atol)
+        i = tuple(int(v) for v in bad.nonzero()[0])
+        expected = f"{fmt(want[i])} at index {list(i)}, the first of {int(bad.sum())} wrong values out of {want.numel()}"
+        got = f"{fmt(g[i])} there, all: {fmt(g, 200)}"
     for alt, alt_hint in mistakes:
         if alt(g) if callable(alt) else close(alt):
-            raise Wrong(what, fmt(want), fmt(got), alt_hint)
-    raise Wrong(what, fmt(want), fmt(got), hint)
+            raise Wrong(what, expected, got, alt_hint)
+    raise Wrong(what, expected, got, hint)
 
 
-def run(prop, max_examples=40, **strategies):
-    """Run the property on hypothesis examples now; the shrunk first failure propagates."""
+def run(prop, max_examples=40, examples=(), **strategies):
+    """Run the property now: first the explicit `examples` (dicts of arguments; a failure there is
+    reported as is, without shrinking: cheap for slow checks), then hypothesis's examples, whose
+    shrunk first failure propagates."""
+    test = given(**strategies)(prop)
+    for ex in reversed(examples):
+        test = example(**ex)(test)
     settings(max_examples=max_examples, database=None, derandomize=True, deadline=None, print_blob=False,
-             report_multiple_bugs=False, suppress_health_check=list(HealthCheck))(given(**strategies)(prop))()
+             report_multiple_bugs=False, suppress_health_check=list(HealthCheck))(test)()
 
 
 @contextmanager

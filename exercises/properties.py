@@ -153,7 +153,8 @@ def check_ddim(mod):
         expect(what, want, got, "Alg. 4: x0 = clip(x_pred, -b, b); eps = (x_t - sqrt(gamma_now) x0) / "
                "sqrt(1 - gamma_now); x_next = sqrt(gamma_next) x0 + sqrt(1 - gamma_next) eps, gamma = schedule.gamma",
                ddim_mistakes(x_t, x_pred, t_now, t_next, scale), rtol=1e-4, atol=1e-5)
-    run(step, 50, case=ddim_cases())
+    x_t, x_pred = torch.tensor([0.5, -0.2]), torch.tensor([0.3, -0.05])  # x_pred[0] beyond +-b
+    run(step, 50, [{"case": (x_t, x_pred, 0.7, 0.3, 0.1)}], case=ddim_cases())
     print("  ok  ddim_step follows Alg. 4")
 
 
@@ -210,8 +211,9 @@ def check_expected_bits(mod):
                    (2 * e - 1, "expected bits must be scaled to [-b, b]: multiply 2e - 1 by scale"),
                    (want.view(B, G, n, H, W).flip(2).reshape(want.shape),
                     "within each group the bits go least significant first (Alg. 3): bit_j(k) = (k >> j) & 1"),
-                   (expected_bits(logits * 1e4, scale), "take the expectation of each bit under the softmax, "
-                    "sum_k p_k * bit_j(k), not the bits of the most likely entry")], rtol=1e-4, atol=1e-6)
+                   (lambda g: bool(torch.isclose(g.abs(), torch.tensor(float(scale), dtype=g.dtype)).all()),
+                    "take the expectation of each bit under the softmax, sum_k q_k * bit_j(k), not the bits of "
+                    "the most likely entry")], rtol=1e-4, atol=1e-6)
     shapes = st.tuples(st.integers(1, 2), st.integers(1, 2), st.sampled_from([2, 4, 8]), st.integers(1, 2),
                        st.integers(1, 3))
     run(bits, 40, logits=tensors(np.float32, st.floats(-4, 4, width=32), shape=shapes),
@@ -360,8 +362,9 @@ def check_triton_ddim(mod):
     def step(case):
         x_t, x_pred, t_now, t_next, scale = case
         N = x_t.numel()
-        what = (f"ddim_step_kernel on N={N} elements in blocks of BLOCK={KERNEL_BLOCK}, x_t=torch.tensor({fmt(x_t)}), "
-                f"x_pred=torch.tensor({fmt(x_pred)}), t_now={t_now!r}, t_next={t_next!r}, scale={scale}")
+        what = (f"ddim_step_kernel on N={N} elements in blocks of BLOCK={KERNEL_BLOCK}, x_t=torch.tensor("
+                f"{fmt(x_t, 100)}), x_pred=torch.tensor({fmt(x_pred, 100)}), t_now={t_now!r}, t_next={t_next!r}, "
+                f"scale={scale}")
         with reference_path():
             want = ddim_step(x_t, x_pred, t_now, t_next, scale)
         got, tail = call(launch, what, mod.ddim_step_kernel, x_t, x_pred, t_now, t_next, scale,
@@ -380,5 +383,7 @@ def check_triton_ddim(mod):
                    (lambda g: bool(g.isnan().any()), "some elements were never written: each of the cdiv(N, BLOCK) "
                     "programs must store the BLOCK elements starting at tl.program_id(0) * BLOCK")],
                rtol=1e-4, atol=1e-5)
-    run(step, 15, case=cases)
+    one = torch.tensor([0.5]), torch.tensor([0.3])  # one element, its x_pred beyond +-b
+    many = torch.linspace(-1, 1, 2 * KERNEL_BLOCK + 3), torch.linspace(-0.25, 0.25, 2 * KERNEL_BLOCK + 3)
+    run(step, 15, [{"case": (*one, 0.7, 0.3, 0.1)}, {"case": (*many, 0.7, 0.3, 0.1)}], case=cases)
     print("  ok  the kernel matches diffusion.ddim_step")

@@ -1,0 +1,170 @@
+"""The classroom exercises (exercises/): the checker passes every reference solution (so the
+exercises follow the project's code as it changes), says "not written yet" for every untouched
+template, and names the typical mistake of each exercise in its hint.
+
+The checker runs in-process (exercises.check.main); one subprocess run tests the CLI.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from exercises.check import EXERCISES, main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOLUTIONS = os.path.join(ROOT, "exercises", "solutions")
+
+KERNEL_HEAD = """
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def ddim_step_kernel(x_t_ptr, x_pred_ptr, x_next_ptr, N, alpha, beta, scale, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+"""
+
+
+def kernel(body):
+    """A student's ddim_step_kernel: the signature and offsets, then body."""
+    return KERNEL_HEAD + textwrap.indent(textwrap.dedent(body), "    ")
+
+
+# (exercise, a typical mistake as a student file, words the hint must contain)
+MISTAKES = [
+    (1, """
+        import torch
+        from bits import bit2int
+
+        def int2bit(x, n=8):  # most significant bit first
+            return (x.unsqueeze(-1) >> torch.arange(n - 1, -1, -1)) & 1
+        """, "most-significant-bit first"),
+    (1, """
+        import torch
+        from bits import int2bit
+
+        def bit2int(bits):  # reads the first bit as the most significant
+            return (bits * 2 ** torch.arange(bits.shape[-1] - 1, -1, -1)).sum(-1)
+        """, "bits[..., 0] is the least significant bit"),
+    (2, """
+        import math
+        import torch
+        from schedule import time_pairs
+
+        def gamma(t, ns=0.0002, ds=0.00025):  # no square
+            cos = torch.cos if isinstance(t, torch.Tensor) else math.cos
+            return cos(((t + ns) / (1 + ds)) * math.pi / 2)
+        """, "gamma is its square"),
+    (2, """
+        from schedule import gamma
+
+        def time_pairs(steps, td=1.0):  # td forgotten
+            return [(1 - s / steps, max(1 - (s + 1) / steps, 0.0)) for s in range(steps)]
+        """, "td is missing: t_next should be 1 - (s + 1 + td)/steps"),
+    (3, """
+        import math
+        from schedule import gamma
+
+        def ddim_step(x_t, x_pred, t_now, t_next, scale=0.1):  # no clip
+            g_now, g_next = gamma(t_now), gamma(t_next)
+            eps = (x_t - math.sqrt(g_now) * x_pred) / math.sqrt(1 - g_now)
+            return math.sqrt(g_next) * x_pred + math.sqrt(1 - g_next) * eps
+        """, "x0 must be clipped to [-b, b] before eps is computed"),
+    (4, """
+        def size_weights(identity, p=0.2):  # 1 / c**p, not normalised
+            flat = identity.reshape(identity.shape[0], -1)
+            c = (flat[:, :, None] == flat[:, None, :]).sum(-1).float()
+            return (c ** -p).view(identity.shape)
+        """, "weights must sum to H*W per image"),
+    (5, """
+        import torch
+        from bits import int2bit
+
+        def expected_bits(logits, scale=0.1):  # e in [0, 1], never scaled
+            B, G, K, H, W = logits.shape
+            n = K.bit_length() - 1
+            e = torch.einsum("bgkhw,kn->bgnhw", logits.softmax(2), int2bit(torch.arange(K), n).float())
+            return e.reshape(B, G * n, H, W)
+        """, "expected bits must be scaled to [-b, b]: scale * (2e - 1)"),
+    (6, "PLAIN_UNION", "IoU uses union minus the prediction's pixels on gt void"),
+    (7, kernel("""
+            x_t = tl.load(x_t_ptr + offs, mask=offs < N, other=0.0)
+            x0 = tl.load(x_pred_ptr + offs, mask=offs < N, other=0.0)  # no clip
+            tl.store(x_next_ptr + offs, alpha * x_t + beta * x0, mask=offs < N)
+        """), "the kernel forgot the clip"),
+    (7, kernel("""
+            x_t = tl.load(x_t_ptr + offs)  # no mask: the last block runs past N
+            x0 = tl.minimum(tl.maximum(tl.load(x_pred_ptr + offs), -scale), scale)
+            tl.store(x_next_ptr + offs, alpha * x_t + beta * x0)
+        """), "mask=offs < N"),
+]
+
+
+def solution(n):
+    return os.path.join(SOLUTIONS, EXERCISES[n][0])
+
+
+def check(capsys, *argv):
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("n", sorted(EXERCISES))
+def test_reference_solution_passes(n, capsys):
+    code, out = check(capsys, n, "--file", solution(n))
+    assert code == 0, out
+    assert "All checks pass" in out and "NOT YET" not in out
+
+
+@pytest.mark.parametrize("n", sorted(EXERCISES))
+def test_untouched_template_is_not_written_yet(n, capsys):
+    code, out = check(capsys, n)
+    assert code == 1
+    assert "not written yet: open " in out and EXERCISES[n][0] in out, out
+
+
+def mistake_source(source):
+    if source != "PLAIN_UNION":
+        return textwrap.dedent(source)
+    with open(solution(6)) as f:  # the solution with |p & gt void| left out of the union
+        text = f.read()
+    cut = " - (p_pixels & gt_void).sum().item()"
+    assert cut in text
+    return text.replace(cut, "")
+
+
+@pytest.mark.parametrize("n, source, hint", MISTAKES, ids=[f"{m[0]}-{m[2][:30]}" for m in MISTAKES])
+def test_typical_mistake_gets_its_hint(n, source, hint, tmp_path, capsys):
+    path = tmp_path / EXERCISES[n][0]
+    path.write_text(mistake_source(source))
+    code, out = check(capsys, n, "--file", path)
+    assert code == 1
+    assert "NOT YET" in out and "expected:" in out and "got:" in out
+    assert hint in out, out
+
+
+def test_broken_files_and_bad_command_lines(tmp_path, capsys):
+    bad = tmp_path / "syntax.py"
+    bad.write_text("def int2bit(x, n=8)\n    return x\n")
+    code, out = check(capsys, 1, "--file", bad)
+    assert code == 1 and "does not load: SyntaxError" in out
+    renamed = tmp_path / "renamed.py"
+    renamed.write_text("from bits import int2bit\n")
+    code, out = check(capsys, 1, "--file", renamed)
+    assert code == 1 and "defines no bit2int" in out
+    for argv in (["9"], ["one"], ["1", "--file", str(tmp_path / "missing.py")]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("exercises.check: "), err
+
+
+def test_command_line():
+    result = subprocess.run([sys.executable, "-m", "exercises.check", "1", "--file",
+                             os.path.join("exercises", "solutions", "01_bits.py")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All checks pass. Well done! Next: python -m exercises.check 2" in result.stdout
