@@ -35,8 +35,8 @@ EXERCISES = {
         properties.check_size_weights),
     5: ("05_expected_bits.py", "analog bits from softmax logits (Sec. 3.2)", ("expected_bits",),
         properties.check_expected_bits),
-    6: ("06_pq_matching.py", "panoptic quality: matching segments (Sec. 4.2, Table 1; the COCO rules)", ("match_segments",),
-        properties.check_pq),
+    6: ("06_pq_matching.py", "panoptic quality: matching segments (Sec. 4.2, Table 1; the COCO rules)",
+        ("match_segments",), properties.check_pq),
     7: ("07_triton_ddim.py", "the DDIM step as a Triton kernel (App. A Alg. 4)", ("ddim_step_kernel",),
         properties.check_triton_ddim),
 }

@@ -3,7 +3,6 @@
 The project scores PQ with metrics.PanopticQuality, which counts the same thing for many images
 at once (vectorised, with crowd regions); this version loops over segment pairs instead.
 """
-import torch
 
 
 def segments(mask):
