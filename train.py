@@ -2,23 +2,38 @@
 
     python train.py                      # tiny preset, built-in synthetic shapes, CPU, ~10 min
     python train.py --train-steps 200 --name quick
+    python train.py --dataset coco --data-root DIR --device cuda --amp    # paper preset, 256 px stage
+    torchrun --standalone --nproc_per_node=8 train.py --dataset coco --data-root DIR --device cuda --amp
 
 Writes runs/<name>/ckpt.pt (config, EMA weights, raw weights, optimizer, step) and
 runs/<name>/log.jsonl; the last line printed is `eval: PQ=.. PQ_th=.. PQ_st=..` (percent).
 A script in the manner of nanoGPT's train.py: settings, data, model, optimizer, loop, eval.
+
+Randomness is a pure function of (--seed, step): the examples of a step and their draws (identity
+permutation, jitter, flip) and each example's diffusion noise (t, eps) depend on its position
+in the global batch only. So --resume continues the loss curve exactly (the checkpoint holds
+the model, EMA, optimizer, step and seed; no RNG state is needed), and N processes under
+torchrun (DistributedDataParallel, each taking every N-th example of the global --batch-size)
+compute what one process computes, up to float summation order.
 """
 import argparse
 import copy
+import dataclasses
+import functools
 import json
+import math
 import os
 import sys
 import time
 
+import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import kernels
-from data import ShapesDataset
+from data import CocoPanoptic, DataError, ShapesDataset
 from diffusion import PRESETS, Config, Pix2SeqD
 from metrics import PanopticQuality
 
@@ -28,14 +43,25 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+# --dataset coco: App. B's low-resolution stage (256 px images, 128 px masks, 800 epochs of batch 512,
+# lr 1e-4, EMA 0.999, scale jitter [1, 3]); the paper names no warm-up length: 5000 steps is ours.
+COCO_DEFAULTS = dict(preset="paper", image_size=256, mask_size=128, batch_size=512, train_steps=None, lr=1e-4,
+                     ema=0.999, warmup=5000, workers=8, eval_images=5000, ckpt_every=1000)
+
+
 def get_args(argv=None):
     ap = Parser(prog="train.py", description="Train Pix2Seq-D on the built-in shapes data (or COCO).")
-    ap.add_argument("--dataset", default="shapes", choices=["shapes"])
+    ap.add_argument("--dataset", default="shapes", choices=["shapes", "coco"],
+                    help="coco: COCO panoptic under --data-root, with the paper's defaults (COCO_DEFAULTS)")
+    ap.add_argument("--data-root", default=None, help="COCO: the folder with annotations/ and {train,val}2017/")
+    ap.add_argument("--jitter", type=float, nargs=2, default=(1.0, 3.0), metavar=("LOW", "HIGH"),
+                    help="COCO: scale jitter strength of the training images (App. B: 1 3)")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     ap.add_argument("--name", default=None, help="run name: writes runs/<name>/ (default: <dataset>-<preset>)")
     ap.add_argument("--out", default="runs", help="folder of runs")
-    ap.add_argument("--train-steps", type=int, default=1200)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--train-steps", type=int, default=1200, help="(COCO default: 800 epochs, App. B)")
+    ap.add_argument("--batch-size", type=int, default=32, help="global batch, split over torchrun's processes")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (paper, COCO: 1e-4)")
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps, then linear decay to 0")
@@ -56,12 +82,26 @@ def get_args(argv=None):
     ap.add_argument("--kernels", choices=["auto", "on", "off"], default="auto",
                     help="Triton kernels: auto = on CUDA tensors only")
     ap.add_argument("--resume", action="store_true", help="continue from runs/<name>/ckpt.pt")
+    ap.add_argument("--ckpt-every", type=int, default=500, help="write runs/<name>/ckpt.pt every this many steps")
+    ap.add_argument("--stop-at", type=int, default=None,
+                    help="stop after this step with a checkpoint, no eval (e.g. a job's time limit); go on with --resume")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     args = ap.parse_args(argv)
-    for flag in ("train_steps", "batch_size", "steps", "eval_images"):
-        if getattr(args, flag) < 1:
+    if args.dataset == "coco":  # the paper's settings, for the flags not given
+        ap.set_defaults(**COCO_DEFAULTS)
+        args = ap.parse_args(argv)
+        if args.data_root is None:
+            ap.error("--dataset coco needs --data-root DIR, the folder with annotations/ and train2017/")
+    for flag in ("train_steps", "batch_size", "steps", "eval_images", "ckpt_every", "stop_at"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             ap.error(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.workers < 0:
+        ap.error("--workers must be >= 0")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: no CUDA device here; use --device cpu")
+    if args.amp and not args.device.startswith("cuda"):
+        ap.error(f"--amp: bf16 autocast is used on CUDA only; drop --amp for --device {args.device}")
     args.name = args.name or f"{args.dataset}-{args.preset}"
     return args
 
@@ -70,6 +110,34 @@ def make_config(args):
     overrides = {k: getattr(args, k) for k in ("scale", "loss", "p", "image_size", "mask_size")
                  if getattr(args, k) is not None}
     return PRESETS[args.preset](**overrides)
+
+
+def fit_config(cfg, categories, max_identities=None):
+    """The model's vocabulary follows the data: n_classes = the largest class id; the class and
+    identity bits grow to hold it and max_identities (to the same count for the ce loss)."""
+    n_class_bits = max(cfg.n_class_bits, max(categories).bit_length())
+    n_identity_bits = max(cfg.n_identity_bits, (max_identities or 0).bit_length())
+    if cfg.loss == "ce":
+        n_class_bits = n_identity_bits = max(n_class_bits, n_identity_bits)
+    return dataclasses.replace(cfg, n_classes=max(categories), n_class_bits=n_class_bits,
+                               n_identity_bits=n_identity_bits)
+
+
+def make_datasets(args, cfg):
+    """(train_set, val_set, categories) of --dataset; items (image float[3, S, S] in [0, 1], mask
+    long[S/r, S/r, 2]) at cfg's sizes; val items unpermuted, the first --eval-images of the split."""
+    if args.dataset == "coco":
+        train_set = CocoPanoptic(args.data_root, "train", cfg.image_size, cfg.mask_size, jitter=tuple(args.jitter),
+                                 flip=True)
+        val_set = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False)
+        if val_set.categories != train_set.categories:
+            raise DataError(f"{val_set.json_path}: its categories differ from those of {train_set.json_path}")
+        val_set = torch.utils.data.Subset(val_set, range(min(args.eval_images, len(val_set))))
+        return train_set, val_set, train_set.categories
+    train_set = ShapesDataset("train", seed=args.seed, image_size=cfg.image_size, mask_size=cfg.mask_size)
+    val_set = ShapesDataset("val", size=args.eval_images, seed=args.seed, image_size=cfg.image_size,
+                            mask_size=cfg.mask_size, permute=False)
+    return train_set, val_set, ShapesDataset.categories
 
 
 def lr_at(step, args):
@@ -85,12 +153,98 @@ def ema_update(ema, model, decay):
         e.lerp_(p, 1 - decay)
 
 
-def batch_at(dataset, step, batch_size, seed, device):
-    """The training batch of a step: a pure function of (seed, step), so --resume continues exactly."""
-    torch.manual_seed(seed * 1_000_003 + step)
-    idx = torch.randint(len(dataset), (batch_size,)).tolist()
-    images, masks = zip(*(dataset[i] for i in idx))
-    return torch.stack(images).to(device), torch.stack(masks).to(device)
+def draw_seeds(seed, step, position):
+    """Two 64-bit seeds for the example at a position of a step's global batch: its data draw, its noise."""
+    return np.random.SeedSequence([seed, step, position]).generate_state(2, np.uint64).tolist()
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(n, seed, epoch):
+    """The data set's order in an epoch: a fresh permutation per epoch, as DistributedSampler's."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+
+
+def step_draws(n, step, batch_size, seed, rank=0, world=1):
+    """This process's share of the global batch of a step: [(index, draw seed)] for the positions
+    rank, rank + world, ... (DistributedSampler's split). The batches walk through the epochs'
+    orders back to back, so a step's batch is a pure function of (seed, step): unlike
+    DistributedSampler, whose state is the epoch, this starts exactly at any step (--resume)."""
+    draws = []
+    for p in range(rank, batch_size, world):
+        epoch, k = divmod(step * batch_size + p, n)
+        draws.append((epoch_order(n, seed, epoch)[k], draw_seeds(seed, step, p)[0]))
+    return draws
+
+
+class Draws(torch.utils.data.Dataset):
+    """draws[(i, s)] = dataset[i] drawn with torch's CPU RNG seeded with s (in whichever process)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, draw):
+        torch.default_generator.manual_seed(draw[1])
+        return self.dataset[draw[0]]
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """DataLoader batch sampler: step_draws of the steps start..stop-1."""
+
+    def __init__(self, n, start, stop, batch_size, seed, rank=0, world=1):
+        self.n, self.start, self.stop, self.batch_size, self.seed, self.rank, self.world = \
+            n, start, stop, batch_size, seed, rank, world
+
+    def __len__(self):
+        return self.stop - self.start
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield step_draws(self.n, step, self.batch_size, self.seed, self.rank, self.world)
+
+
+def batch_at(dataset, step, batch_size, seed, device, rank=0, world=1):
+    """The training batch of a step (this process's share): (images, masks) on device."""
+    draws = Draws(dataset)
+    batch = [draws[d] for d in step_draws(len(dataset), step, batch_size, seed, rank, world)]
+    images, masks = torch.utils.data.default_collate(batch)
+    return images.to(device), masks.to(device)
+
+
+def noise_at(step, batch_size, seed, cfg, device, rank=0, world=1):
+    """Diffusion time t: float[b] and noise eps: float[b, n_bits, h, w] of this process's examples,
+    each drawn from its own generator, so they do not depend on how the batch is split."""
+    t, eps = [], []
+    for p in range(rank, batch_size, world):
+        g = torch.Generator(device).manual_seed(draw_seeds(seed, step, p)[1])
+        t.append(torch.rand(1, generator=g, device=device))
+        eps.append(torch.randn(cfg.n_bits, cfg.mask_size, cfg.mask_size, generator=g, device=device))
+    return torch.cat(t), torch.stack(eps)
+
+
+class TrainLoss(torch.nn.Module):
+    """model.train_loss as forward(), the method DistributedDataParallel and torch.compile wrap."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, masks, t, eps):
+        return self.model.train_loss(images, masks, t=t, eps=eps)
+
+
+def setup_distributed(args):
+    """Under torchrun (RANK, LOCAL_RANK and WORLD_SIZE set): one process per device, nccl on CUDA,
+    gloo on the CPU. Returns (rank, world size); (0, 1) without torchrun."""
+    if "RANK" not in os.environ:
+        return 0, 1
+    if args.device.startswith("cuda"):
+        args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+        torch.cuda.set_device(args.device)
+    dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+    return dist.get_rank(), dist.get_world_size()
 
 
 @torch.no_grad()
@@ -115,17 +269,38 @@ def save_checkpoint(path, state):
     os.replace(tmp, path)
 
 
+def fail(message):
+    """A one-line error and exit status 2, as argparse's."""
+    print(f"train.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv=None):
     args = get_args(argv)
     if args.kernels != "auto":
         os.environ["PIX2SEQD_KERNELS"] = "1" if args.kernels == "on" else "0"
+    rank, world = setup_distributed(args)
+    try:
+        return train(args, rank, world)
+    except DataError as e:  # from a DataLoader worker the message is the wrapped traceback: keep its last line
+        fail(str(e).strip().splitlines()[-1].split("DataError: ", 1)[-1])
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def train(args, rank=0, world=1):
+    """Data, model, optimizer, the loop, eval. Returns the eval result (None on ranks > 0 and at --stop-at)."""
+    if args.batch_size % world:
+        fail(f"--batch-size {args.batch_size} must be a multiple of the {world} processes (it is the global batch)")
     run_dir = os.path.join(args.out, args.name)
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
     cfg = make_config(args)
-    train_set = ShapesDataset("train", seed=args.seed, image_size=cfg.image_size, mask_size=cfg.mask_size)
-    val_set = ShapesDataset("val", size=args.eval_images, seed=args.seed, image_size=cfg.image_size,
-                            mask_size=cfg.mask_size, permute=False)
-    categories = ShapesDataset.categories
+    train_set, val_set, categories = make_datasets(args, cfg)
+    cfg = fit_config(cfg, categories, getattr(train_set, "max_identities", None))
+    if args.train_steps is None:  # COCO: 800 epochs (App. B)
+        args.train_steps = math.ceil(800 * len(train_set) / args.batch_size)
+    stop = min(args.stop_at or args.train_steps, args.train_steps)
     torch.manual_seed(args.seed)
     model = Pix2SeqD(cfg).to(args.device)
     ema = copy.deepcopy(model).eval()
@@ -133,41 +308,71 @@ def main(argv=None):
     start = 0
     if args.resume:
         if not os.path.isfile(ckpt_path):
-            sys.exit(f"train.py: error: --resume: no checkpoint at {ckpt_path}; train without --resume first")
+            fail(f"--resume: no checkpoint at {ckpt_path}; train without --resume first")
         ckpt = torch.load(ckpt_path, map_location=args.device, weights_only=True)
         if Config.from_dict(ckpt["config"]) != cfg:
-            sys.exit(f"train.py: error: --resume: {ckpt_path} was trained with another config; "
-                     f"use the same flags or another --name")
+            fail(f"--resume: {ckpt_path} was trained with another config; use the same flags or another --name")
+        for key in ("dataset", "seed", "batch_size"):
+            if ckpt["args"][key] != getattr(args, key):
+                fail(f"--resume: {ckpt_path} was trained with --{key.replace('_', '-')} {ckpt['args'][key]}; "
+                     f"use the same or another --name")
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["optimizer"])
         start = ckpt["step"]
-    os.makedirs(run_dir, exist_ok=True)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"{args.name}: {n_params / 1e6:.2f}M parameters, {args.train_steps} steps of batch {args.batch_size} "
-          f"on {args.device}, writing {run_dir}/")
-    log = open(os.path.join(run_dir, "log.jsonl"), "a" if args.resume else "w")
+    loss_fn = TrainLoss(model)
+    if args.compile:
+        loss_fn = torch.compile(loss_fn)
+    if world > 1:
+        loss_fn = DistributedDataParallel(loss_fn, device_ids=[torch.device(args.device).index]
+                                          if args.device.startswith("cuda") else None)
+    loader = torch.utils.data.DataLoader(
+        Draws(train_set), batch_sampler=StepBatches(len(train_set), start, stop, args.batch_size, args.seed, rank, world),
+        num_workers=args.workers, pin_memory=args.device.startswith("cuda"))
+    if rank == 0:
+        os.makedirs(run_dir, exist_ok=True)
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"{args.name}: {n_params / 1e6:.2f}M parameters, {args.train_steps} steps of batch {args.batch_size} "
+              f"on {args.device}" + (f" x {world} processes" if world > 1 else "") + f", writing {run_dir}/")
+        log = open(os.path.join(run_dir, "log.jsonl"), "a" if args.resume else "w")
     t0 = time.time()
-    bar = tqdm(range(start, args.train_steps), initial=start, total=args.train_steps, desc="train", mininterval=1)
-    for step in bar:
+    bar = tqdm(range(start, stop), initial=start, total=args.train_steps, desc="train", mininterval=1,
+               disable=rank > 0)
+    for step, (images, masks) in zip(bar, loader):
         model.train()
-        images, masks = batch_at(train_set, step, args.batch_size, args.seed, args.device)
+        images, masks = images.to(args.device, non_blocking=True), masks.to(args.device, non_blocking=True)
+        t, eps = noise_at(step, args.batch_size, args.seed, cfg, args.device, rank, world)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
-        loss, stats = model.train_loss(images, masks)
+        with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.amp):
+            loss, stats = loss_fn(images, masks, t, eps)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP the gradients are averaged over the processes here
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
         ema_update(ema, model, min(args.ema, (1 + step) / (10 + step)))
         bar.set_postfix(loss=f"{stats['loss']:.3f}", refresh=False)
         if step % args.log_every == 0 or step == args.train_steps - 1:
-            log.write(json.dumps({"step": step, "loss": stats["loss"], "lr": lr_at(step, args),
-                                  "grad_norm": float(grad_norm), "time": time.time() - t0}) + "\n")
-            log.flush()
-    save_checkpoint(ckpt_path, {"config": cfg.to_dict(), "ema": ema.state_dict(), "model": model.state_dict(),
-                                "optimizer": opt.state_dict(), "step": args.train_steps,
-                                "categories": {str(k): v for k, v in categories.items()}})
+            loss_all = loss.detach().float()
+            if world > 1:  # the loss of the global batch
+                dist.all_reduce(loss_all)
+                loss_all /= world
+            if rank == 0:
+                log.write(json.dumps({"step": step, "loss": loss_all.item(), "lr": lr_at(step, args),
+                                      "grad_norm": float(grad_norm), "time": time.time() - t0}) + "\n")
+                log.flush()
+        if rank == 0 and ((step + 1) % args.ckpt_every == 0 or step + 1 == stop):
+            save_checkpoint(ckpt_path, {
+                "config": cfg.to_dict(), "ema": ema.state_dict(), "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "step": step + 1,
+                "args": {"dataset": args.dataset, "seed": args.seed, "batch_size": args.batch_size},
+                "categories": {str(k): v for k, v in categories.items()}})
+    if rank > 0:
+        return None
+    if stop < args.train_steps:
+        log.close()
+        print(f"stopped after step {stop} of {args.train_steps}: {ckpt_path}; continue with --resume")
+        return None
     res = evaluate(ema, val_set, categories, args.steps, args.td, args.min_pixels, device=args.device)
     result = {"step": args.train_steps, "pq": res["All"]["pq"], "pq_things": res["Things"]["pq"],
               "pq_stuff": res["Stuff"]["pq"], "sq": res["All"]["sq"], "rq": res["All"]["rq"],

@@ -1,10 +1,12 @@
 """Alg. 1 end to end: the loss falls on a fixed batch, a short run on the built-in data beats the
-untrained model's PQ, and train.py's command line fails with one-line errors."""
+untrained model's PQ, --resume continues a run exactly, and train.py's command line fails with
+one-line errors."""
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import train
@@ -57,3 +59,35 @@ def test_resume_without_checkpoint_gives_one_line_error(tmp_path):
     r = run_cli("--out", str(tmp_path), "--name", "nothing", "--resume")
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "no checkpoint" in r.stderr
+
+
+def test_resume_continues_the_run_exactly(tmp_path):
+    """4 steps in one go == 2 steps, stop, --resume for the other 2: same weights, EMA, optimizer, losses."""
+    args = ["--out", str(tmp_path), "--train-steps", "4", "--batch-size", "4", "--warmup", "2", "--eval-images", "2",
+            "--steps", "1", "--log-every", "1"]
+    whole = train.main(args + ["--name", "whole"])
+    assert train.main(args + ["--name", "split", "--stop-at", "2"]) is None
+    assert torch.load(tmp_path / "split" / "ckpt.pt", weights_only=True)["step"] == 2
+    split = train.main(args + ["--name", "split", "--resume"])
+    a, b = (torch.load(tmp_path / name / "ckpt.pt", weights_only=True) for name in ("whole", "split"))
+    assert a["step"] == b["step"] == 4
+    for key in ("model", "ema"):
+        for name, value in a[key].items():
+            torch.testing.assert_close(b[key][name], value, rtol=0, atol=1e-6, msg=f"{key} {name}")
+    for i, state in a["optimizer"]["state"].items():
+        torch.testing.assert_close(b["optimizer"]["state"][i]["exp_avg_sq"], state["exp_avg_sq"], rtol=0, atol=1e-9)
+    losses = [[json.loads(line)["loss"] for line in open(tmp_path / name / "log.jsonl") if '"loss"' in line]
+              for name in ("whole", "split")]
+    assert len(losses[0]) == len(losses[1]) == 4
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=0)
+    assert split["pq"] == whole["pq"]
+
+
+def test_resume_with_another_seed_gives_one_line_error(tmp_path, capsys):
+    args = ["--out", str(tmp_path), "--name", "r", "--train-steps", "2", "--batch-size", "2", "--stop-at", "1"]
+    train.main(args)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train.main(args + ["--resume", "--seed", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--seed 0" in err[0]

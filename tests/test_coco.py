@@ -1,0 +1,206 @@
+"""COCO panoptic: files written by write_coco_panoptic read back through CocoPanoptic give the
+same masks; jitter and flips keep image and mask aligned; bad files give one-line errors; the
+real two-image sample (../shared/data/coco-panoptic-sample) loads and trains end to end."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data import SHAPES_CATEGORIES, CocoPanoptic, DataError, ShapesDataset, coco_paths, write_coco_panoptic
+from metrics import _read_ids
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(ROOT, "..", "shared", "data", "coco-panoptic-sample")
+needs_sample = pytest.mark.skipif(not os.path.isdir(SAMPLE), reason="no ../shared/data/coco-panoptic-sample")
+
+
+def canonical(mask):
+    """Identities renumbered 1..N in order of first appearance (raster order), void kept at 0."""
+    ident = mask[..., 1].reshape(-1)
+    first = {}
+    for v in ident.tolist():
+        if v and v not in first:
+            first[v] = len(first) + 1
+    lut = torch.zeros(int(ident.max()) + 1, dtype=torch.long)
+    for v, k in first.items():
+        lut[v] = k
+    return torch.stack([mask[..., 0], lut[mask[..., 1]]], -1)
+
+
+@pytest.fixture(scope="module")
+def shapes_export(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("coco"))
+    examples = [ShapesDataset("val", permute=False)[i] for i in range(6)]
+    write_coco_panoptic(examples, out, "val", SHAPES_CATEGORIES)
+    return out, examples
+
+
+def test_export_reads_back_to_the_same_masks(shapes_export):
+    out, examples = shapes_export
+    ds = CocoPanoptic(out, "val", image_size=64, mask_size=32)
+    assert len(ds) == len(examples)
+    assert {c: (v["name"], v["isthing"]) for c, v in ds.categories.items()} == \
+        {c: (v["name"], v["isthing"]) for c, v in SHAPES_CATEGORIES.items()}
+    torch.manual_seed(0)
+    for i, (image, mask) in enumerate(examples):
+        got_image, got_mask = ds[i]
+        assert got_mask.shape == mask.shape and got_mask.dtype == torch.long
+        assert torch.equal(canonical(got_mask), canonical(mask))
+        assert (got_image - image).abs().mean() < 0.04  # jpg is lossy
+        assert torch.equal(ds.paste_back(got_mask, i), got_mask.repeat_interleave(2, 0).repeat_interleave(2, 1))
+
+
+def colour_coded(tmp_path, n=3, S=64):
+    """An export whose image colour names the segment: a jittered crop must keep that relation."""
+    rng = np.random.default_rng(0)
+    examples = []
+    for _ in range(n):
+        mask = torch.zeros(S, S, 2, dtype=torch.long)
+        for k in range(1, 6):  # rectangles of class 1 + k % 3, identity k, drawn over each other
+            y, x = rng.integers(0, S - 8, 2)
+            h, w = rng.integers(8, 40, 2)
+            mask[y:y + h, x:x + w] = torch.tensor([1 + k % 3, k])
+        mask[:4, :4] = 0  # some unlabelled pixels
+        image = torch.stack([mask[..., 1] * 40, mask[..., 0] * 60, 255 - mask[..., 1] * 40]).float() / 255
+        examples.append((image, mask))
+    categories = {1: {"name": "a", "isthing": 1}, 2: {"name": "b", "isthing": 0}, 3: {"name": "c", "isthing": 1}}
+    write_coco_panoptic(examples, str(tmp_path), "train", categories, image_format="png")
+    return str(tmp_path)
+
+
+def test_jitter_and_flip_keep_image_and_mask_aligned(tmp_path):
+    S, m = 64, 32
+    ds = CocoPanoptic(colour_coded(tmp_path), "train", S, m, jitter=(1.0, 3.0), flip=True, permute=False)
+    n_inside = 0
+    for seed in range(8):
+        torch.manual_seed(seed)
+        image, mask = ds[seed % len(ds)]
+        centre = image[:, 1::2, 1::2]  # the image pixel at each mask pixel's centre
+        cls = (centre[1] * 255 / 60).round().long()
+        # away from segment edges (3 x 3 neighbourhood of one value) the colour names the class
+        code = mask[..., 0] * 1000 + mask[..., 1]
+        pad = torch.nn.functional.pad(code[None, None].float(), (1, 1, 1, 1), value=-1.0)[0, 0]
+        windows = pad.unfold(0, 3, 1).unfold(1, 3, 1).reshape(m, m, 9)
+        inside = (windows == code[..., None]).all(-1) & (mask[..., 1] > 0)
+        assert (cls != mask[..., 0])[inside].float().sum() <= 0.02 * inside.sum(), seed
+        n_inside += int(inside.sum())
+        padded = image.abs().sum(0)[1::2, 1::2] == 0
+        assert (mask[padded] == 0).all()
+    assert n_inside > 1000
+
+
+def test_more_segments_than_identities_drop_the_smallest(shapes_export):
+    out, examples = shapes_export
+    full = CocoPanoptic(out, "val", 64, 32, permute=False)
+    capped = CocoPanoptic(out, "val", 64, 32, permute=False, max_identities=2)
+    for i in range(len(full)):
+        _, a = full[i]
+        _, b = capped[i]
+        areas = torch.bincount(a[..., 1].reshape(-1))[1:]
+        assert int(b[..., 1].max()) == min(2, len(areas))
+        kept = b[..., 1] > 0
+        assert torch.equal(b[..., 0][~kept], torch.zeros_like(b[..., 0][~kept]))
+        assert kept.sum() == areas.sort(descending=True).values[:2].sum()
+
+
+def one_line_error(fn, *words):
+    with pytest.raises(DataError) as e:
+        fn()
+    msg = str(e.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_bad_files_give_one_line_errors(shapes_export, tmp_path):
+    out, _ = shapes_export
+    one_line_error(lambda: CocoPanoptic(str(tmp_path / "nowhere"), "val"), "nowhere", "no such directory")
+    json_path, png_dir, image_dir = coco_paths(out, "val")
+    d = json.load(open(json_path))
+
+    def variant(name, change):
+        root = tmp_path / name
+        os.makedirs(root / "annotations")
+        for src, dst in ((png_dir, root / "annotations" / "panoptic_val2017"), (image_dir, root / "val2017")):
+            os.symlink(src, dst)
+        e = json.loads(json.dumps(d))
+        change(e)
+        json.dump(e, open(root / "annotations" / "panoptic_val2017.json", "w"))
+        return str(root)
+
+    root = variant("nocats", lambda e: e.pop("categories"))
+    one_line_error(lambda: CocoPanoptic(root, "val"), "panoptic_val2017.json", "categories")
+    root = variant("missing", lambda e: e["images"][2].update(file_name="gone.jpg"))
+    one_line_error(lambda: CocoPanoptic(root, "val"), "gone.jpg", "missing")
+    root = variant("ids", lambda e: e["annotations"][1]["segments_info"].pop())
+    one_line_error(lambda: CocoPanoptic(root, "val", 64, 32)[1], "000000000002.png", "not in its segments_info")
+
+
+@needs_sample
+def test_real_coco_sample_loads_with_crowd_as_void():
+    ds = CocoPanoptic(SAMPLE, "val", image_size=640, mask_size=640, permute=False)
+    assert len(ds) == 2 and len(ds.categories) == 133 and sorted(ds.categories) == list(range(1, 134))
+    assert ds.categories[1]["name"] == "person" and ds.categories[133]["id"] == 200
+    class_of = {v["id"]: c for c, v in ds.categories.items()}
+    n_crowd = 0
+    for i, r in enumerate(ds.records):
+        image, mask = ds[i]
+        assert image.shape == (3, 640, 640) and mask.shape == (640, 640, 2)
+        full = ds.paste_back(mask, i)  # longer side 640: no resizing, the PNG's own pixels
+        ids = torch.from_numpy(_read_ids(r["png"]))
+        assert full.shape[:2] == ids.shape
+        info = json.load(open(ds.json_path))
+        segs = next(a for a in info["annotations"] if a["image_id"] == r["image_id"])["segments_info"]
+        for s in segs:
+            at = full[ids == s["id"]]
+            if s["iscrowd"]:
+                n_crowd += 1
+                assert (at == 0).all()
+            else:
+                assert (at[:, 0] == class_of[s["category_id"]]).all() and len(at[:, 1].unique()) == 1
+        assert (full[ids == 0] == 0).all()
+        assert (mask[full.shape[0]:] == 0).all()  # padding below the image is void
+    assert n_crowd == 3
+
+
+@needs_sample
+def test_train_py_runs_on_the_real_coco_sample(tmp_path):
+    r = subprocess.run([sys.executable, "train.py", "--dataset", "coco", "--data-root", SAMPLE, "--preset", "tiny",
+                        "--image-size", "64", "--mask-size", "32", "--train-steps", "2", "--batch-size", "2",
+                        "--eval-images", "2", "--steps", "2", "--out", str(tmp_path), "--name", "coco"],
+                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1].startswith("eval: PQ=")
+    ckpt = torch.load(tmp_path / "coco" / "ckpt.pt", weights_only=True)
+    assert ckpt["config"]["n_classes"] == 133 and ckpt["config"]["n_identity_bits"] == 8
+    assert ckpt["categories"]["133"]["id"] == 200
+
+
+def test_train_py_data_errors_are_one_line_exit_2(shapes_export, tmp_path, capsys):
+    import train
+    out, _ = shapes_export
+    args = ["--dataset", "coco", "--preset", "tiny", "--image-size", "64", "--mask-size", "32", "--train-steps", "1",
+            "--batch-size", "6", "--out", str(tmp_path)]
+    for root, words in ((str(tmp_path / "nowhere"), ["nowhere", "no such directory"]),
+                        (out, ["panoptic_train2017", "no such directory"])):  # the export has a val split only
+        with pytest.raises(SystemExit) as e:
+            train.main(args + ["--data-root", root])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and err[0].startswith("train.py: error: "), err
+        assert all(w in err[0] for w in words), err
+    # a PNG with an id that its JSON does not list, found in a DataLoader worker process
+    root = tmp_path / "bad"
+    os.makedirs(root / "annotations")
+    d = json.load(open(coco_paths(out, "val")[0]))
+    d["annotations"][3]["segments_info"].pop()
+    for split in ("train", "val"):
+        json.dump(d, open(root / "annotations" / f"panoptic_{split}2017.json", "w"))
+        os.symlink(coco_paths(out, "val")[1], root / "annotations" / f"panoptic_{split}2017")
+        os.symlink(coco_paths(out, "val")[2], root / f"{split}2017")
+    with pytest.raises(SystemExit) as e:
+        train.main(args + ["--data-root", str(root), "--workers", "1"])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "error" in line]
+    assert e.value.code == 2 and len(err) == 1 and "000000000004.png: segment ids" in err[0], err
