@@ -18,7 +18,9 @@ Write:
         t_now > 0; returns float[...], the shape of x_t.
 
 Hints: gamma is imported below (exercise 2's answer); t_now and t_next are Python floats, so
-math.sqrt(gamma(t_now)) is a float; x_pred.clamp(-scale, scale) clips.
+math.sqrt(gamma(t_now)) is a float; keep these coefficients as Python floats (float64): near
+t = 0, 1 - gamma(t) is about 1e-7, which a float32 tensor cannot hold accurately.
+x_pred.clamp(-scale, scale) clips.
 Check:  python -m exercises.check 3
 """
 import math

@@ -141,18 +141,26 @@ def reference_ddim(x_t, x_pred, t_now, t_next, scale):
 
 
 def ddim_mistakes(x_t, x_pred, t_now, t_next, scale):
-    """[(what a typical mistake in Alg. 4 returns, hint)], built from the reference."""
+    """[(what a typical slip in Alg. 4 returns, hint)]. alg4 spells the step out only to build the
+    slips (x0_eps enters eps, x0_next enters x_next); the right answer comes from diffusion.py."""
     from schedule import gamma
-    unclipped = reference_ddim(x_t, x_pred, t_now, t_next, math.inf)
+
+    def alg4(x0_eps, x0_next, g_now, g_next):
+        eps = (x_t.double() - math.sqrt(g_now) * x0_eps) / math.sqrt(1 - g_now)
+        return math.sqrt(g_next) * x0_next + math.sqrt(1 - g_next) * eps
+    x_pred = x_pred.double()
+    x0 = x_pred.clamp(-scale, scale)
     g_now, g_next = gamma(t_now), gamma(t_next)
-    lost = x_pred.clamp(-scale, scale) - x_pred  # what the clip changes
-    out = [(unclipped, CLIP_HINT),
-           (unclipped + math.sqrt(g_next) * lost, CLIP_HINT + ": you clipped it for x_next but not for eps"),
-           (unclipped - math.sqrt((1 - g_next) * g_now / (1 - g_now)) * lost,
-            CLIP_HINT + ": you clipped it for eps but not for x_next")]
-    if g_next < 1:  # t_now and t_next swapped
-        out.append((reference_ddim(x_t, x_pred, t_next, t_now, scale), "gamma_now = gamma(t_now) goes into eps "
-                    "(the noise in x_t), gamma_next = gamma(t_next) into x_next"))
+    g32_now, g32_next = float(np.float32(g_now)), float(np.float32(g_next))
+    out = [(alg4(x_pred, x_pred, g_now, g_next), CLIP_HINT),
+           (alg4(x_pred, x0, g_now, g_next), CLIP_HINT + ": you clipped it for x_next but not for eps"),
+           (alg4(x0, x_pred, g_now, g_next), CLIP_HINT + ": you clipped it for eps but not for x_next")]
+    if g32_now < 1:
+        out.append((alg4(x0, x0, g32_now, g32_next), "compute the gamma terms in float64 (Python floats and "
+                    "math.sqrt): in float32, 1 - gamma(t) near t = 0 (about 1e-7) loses most of its digits"))
+    if g_next < 1:
+        out.append((alg4(x0, x0, g_next, g_now), "gamma_now = gamma(t_now) goes into eps (the noise in x_t), "
+                    "gamma_next = gamma(t_next) into x_next"))
     return out
 
 
