@@ -393,8 +393,7 @@ def check_triton_ddim(mod):
         want = reference_ddim(x_t, x_pred, t_now, t_next, scale)
         got, tail = call(launch, what, kernel, x_t, x_pred, t_now, t_next, scale,
                          hint="the kernel raised an error: read its message, and compare your calls with the "
-                         "skeleton in the exercise's docstring",
-                         name="the body of ddim_step_kernel")
+                         "skeleton in the exercise's docstring")
         if not tail.isnan().all():
             raise Wrong(what, f"nothing written past element {N - 1}", f"{len(tail) - int(tail.isnan().sum())} "
                         "element(s) written past the end", "the last block runs past N: store (and load) with "
