@@ -22,7 +22,7 @@ def size_weights(identity, p=0.2):
     if identity.dim() != 3:
         raise ValueError(f"identity must be [B, H, W], got {list(identity.shape)}")
     B, H, W = identity.shape
-    flat = identity.reshape(B, -1).long()
+    flat = identity.reshape(B, H * W).long()
     K = int(flat.max()) + 1 if flat.numel() else 1
     keys = flat + K * torch.arange(B, device=flat.device)[:, None]  # one bin per (image, identity)
     c = torch.bincount(keys.reshape(-1), minlength=B * K)[keys].float()  # [B, H*W]
@@ -61,7 +61,7 @@ def expected_bits(logits, scale=0.1):
     B, G, K, H, W = logits.shape
     probs = logits.float().softmax(2)
     e = torch.einsum("bgkhw,kn->bgnhw", probs, bit_table(K, logits.device))
-    return (scale * (2 * e - 1)).reshape(B, -1, H, W)
+    return (scale * (2 * e - 1)).reshape(B, G * e.shape[2], H, W)
 
 
 def l2_loss(m_pred, m_bits, weights):
