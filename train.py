@@ -373,6 +373,7 @@ def train(args, rank=0, world=1):
         log.close()
         print(f"stopped after step {stop} of {args.train_steps}: {ckpt_path}; continue with --resume")
         return None
+    torch.manual_seed(args.seed)  # the sampler's noise: the same whatever ran before (workers, resume)
     res = evaluate(ema, val_set, categories, args.steps, args.td, args.min_pixels, device=args.device)
     result = {"step": args.train_steps, "pq": res["All"]["pq"], "pq_things": res["Things"]["pq"],
               "pq_stuff": res["Stuff"]["pq"], "sq": res["All"]["sq"], "rq": res["All"]["rq"],
