@@ -1,0 +1,507 @@
+"""Segment images with a trained Pix2Seq-D: Alg. 2 (Sec. 3.3), the figures of Fig. 3 and Fig. 11,
+COCO panoptic output, mask inpainting (LDMSeg Sec. 3.3) and PQ sweeps like Fig. 6a/6b.
+
+    python sample.py examples/shapes_val_0.png            # the shipped checkpoint, writes out/
+    python sample.py a.jpg b.png --steps 20 --td 2 --trajectory --noise-figure --out out
+    python sample.py IMG --inpaint out/IMG_panoptic.png --known KNOWN.png
+    python sample.py --evaluate --n 100 --sweep-steps 1,2,5,10,20 --sweep-td 0,1,2,4
+
+Geometry: an image of any size and mode (EXIF orientation applied; see read_image) is resized,
+keeping its aspect ratio, so that its longer side is the model's image_size, and padded with
+black at the bottom and right to a square (as data.CocoPanoptic without jitter). The encoder runs
+once; the decoder runs --steps times (Alg. 2); the mask is decoded, majority-voted (SPEC), cropped
+to the image's part and resized to the input's size with nearest neighbour.
+
+For an input <stem>.<ext> it writes into --out (inpainting: <stem>_inpaint_*):
+  <stem>_panoptic.png    COCO panoptic PNG at the input's size, id = R + 256 G + 256^2 B, 0 = void;
+                         a segment is a (class, identity) pair, id 256^2 class + identity
+  <stem>_panoptic.json   a COCO panoptic JSON of this image (images, annotations with segments_info,
+                         categories), as panopticapi's pq_compute reads
+  <stem>_overlay.png     the input blended with a colour per segment (hue: class, shade: identity)
+  <stem>_figure.png      input | overlay with a legend of the classes present
+  <stem>_trajectory.png  --trajectory: the predicted mask after steps 1, 2, 4, ... (Fig. 11)
+  <stem>_noise.png       --noise-figure: the mask's analog bits noised to several t, b = 1 and 0.1 (Fig. 3)
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from bits import analog_to_mask, mask_to_analog  # noqa: E402
+from data import CocoPanoptic, ShapesDataset, read_panoptic_png, write_coco_panoptic  # noqa: E402
+from diffusion import corrupt, load_model  # noqa: E402
+from metrics import pq_from_coco_files  # noqa: E402
+from schedule import time_pairs  # noqa: E402
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CKPT = os.path.join(REPO, "checkpoints", "shapes-tiny.pt")
+NOISE_TIMES = (0.0, 0.05, 0.1, 0.2, 0.4, 0.7, 0.9)  # Fig. 3's columns
+TAB10 = np.array(matplotlib.colormaps["tab10"].colors)
+
+
+# ---------------------------------------------------------------------------------------------
+# Images in, masks out
+
+def read_image(path):
+    """Any image file -> PIL RGB with its EXIF orientation applied. 16/32-bit grey is scaled to 8 bits
+    (I;16 by 255/65535; I and F by 255/65535 when above 255, else as is); transparency is composited
+    on black (the padding's colour). Raises ValueError with a one-line message."""
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I") or im.mode == "F":
+                a = np.asarray(im, np.float64)
+                top = max(65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0, a.max())
+                im = Image.fromarray((a / top * 255).round().clip(0, 255).astype(np.uint8))
+            if im.mode in ("P", "PA", "LA", "La", "RGBA", "RGBa") or "transparency" in im.info:
+                im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im.convert("RGBA"))
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file; give the path of an image (PNG, JPEG, ...)") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {str(e).splitlines()[0][:150]}); "
+                         f"give a PNG, JPEG or another format Pillow reads") from None
+
+
+def to_model_input(im, S):
+    """PIL RGB (W x H) -> (float[3, S, S] in [0, 1], (vh, vw) the image's part of the square)."""
+    f = S / max(im.size)
+    vw, vh = max(1, round(im.width * f)), max(1, round(im.height * f))
+    x = np.zeros((S, S, 3), np.float32)
+    x[:vh, :vw] = np.asarray(im.resize((vw, vh), Image.BILINEAR), np.float32) / 255
+    return torch.from_numpy(x.transpose(2, 0, 1).copy()), (vh, vw)
+
+
+def grid_index(n_out, n_in, valid, S, m, to_grid):
+    """Nearest-neighbour index between the input (n_in pixels along an axis, `valid` of the S-pixel
+    square) and the m-pixel mask grid: for each of n_out target pixels, the source pixel its centre
+    falls in."""
+    centre = np.arange(n_out) + 0.5
+    pos = centre * S / m * n_in / valid if to_grid else centre * valid / n_in * m / S
+    return np.minimum(pos.astype(np.int64), (n_in if to_grid else m) - 1)
+
+
+def paste_back(mask, size, valid, S):
+    """mask: [m, m, 2] on the padded square -> [H, W, 2] at the input's size (nearest)."""
+    m = mask.shape[0]
+    rows = grid_index(size[0], size[0], valid[0], S, m, False)
+    cols = grid_index(size[1], size[1], valid[1], S, m, False)
+    return mask[rows[:, None], cols[None, :]]
+
+
+def to_grid(a, valid, S, m):
+    """a: [H, W, ...] at the input's size -> [m, m, ...] on the mask grid; the padding gets 0."""
+    rows = grid_index(m, a.shape[0], valid[0], S, m, True)
+    cols = grid_index(m, a.shape[1], valid[1], S, m, True)
+    out = a[rows[:, None], cols[None, :]].copy()
+    c = (np.arange(m) + 0.5) * S / m
+    out[(c >= valid[0])[:, None] | (c >= valid[1])[None, :]] = 0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# COCO panoptic files
+
+def write_panoptic_png(mask, path, categories, keep=None):
+    """mask: int[H, W, 2] -> the COCO panoptic PNG; returns its segments_info. A segment is a (class,
+    identity) pair with neither 0; its id is keep[(class, identity)] if given, else 256^2 class +
+    identity (as data.write_coco_panoptic), moved up to the next free id if keep took that one."""
+    keep = keep or {}
+    cls, ident = mask[..., 0].astype(np.int64), mask[..., 1].astype(np.int64)
+    natural = np.where((cls > 0) & (ident > 0), 256 ** 2 * cls + ident, 0)
+    ids = np.zeros_like(natural)
+    used, segments = set(keep.values()), []
+    for n in np.unique(natural[natural > 0]).tolist():
+        c, i = divmod(n, 256 ** 2)
+        sid = keep.get((c, i))
+        if sid is None:
+            sid = n
+            while sid in used:
+                sid += 1
+        used.add(sid)
+        ys, xs = np.nonzero(natural == n)
+        ids[ys, xs] = sid
+        segments.append({"id": sid, "category_id": categories[c].get("id", c), "iscrowd": 0, "area": len(ys),
+                         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]})
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2], -1).astype(np.uint8)
+    Image.fromarray(rgb).save(path)
+    return segments
+
+
+def write_panoptic_json(path, images, annotations, categories):
+    cats = [{"id": info.get("id", c), "name": info["name"], "isthing": int(info["isthing"]),
+             "supercategory": info["name"]} for c, info in sorted(categories.items())]
+    with open(path, "w") as f:
+        json.dump({"info": {"description": "predictions of pix2seq-d sample.py"}, "images": images,
+                   "annotations": annotations, "categories": cats}, f)
+
+
+def read_partial(png_path, json_path, categories, size, max_identity):
+    """A partial mask in the format sample.py writes -> (mask int[H, W, 2] with the PNG's segments as
+    identities 1..N in id order, keep {(class, identity): PNG id})."""
+    try:
+        ids = read_panoptic_png(png_path)
+        with open(json_path) as f:
+            d = json.load(f)
+        anns = [a for a in d["annotations"] if a["file_name"] == os.path.basename(png_path)] or d["annotations"]
+        segments = {s["id"]: s["category_id"] for s in anns[0]["segments_info"]}
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise ValueError(f"--inpaint {png_path} with {json_path}: not a COCO panoptic PNG + JSON ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:150]}); give a PNG and JSON as sample.py writes them") from None
+    if ids.shape != size:
+        raise ValueError(f"--inpaint {png_path} is {ids.shape[1]}x{ids.shape[0]} but the image is {size[1]}x{size[0]}")
+    class_of = {info.get("id", c): c for c, info in categories.items()}
+    unknown = sorted(set(np.unique(ids).tolist()) - set(segments) - {0})
+    bad = sorted(set(segments.values()) - set(class_of))
+    if unknown or bad:
+        raise ValueError(f"--inpaint {png_path}: segment ids {unknown[:5]} are not in {json_path}" if unknown else
+                         f"--inpaint {json_path}: category ids {bad[:5]} are not among the checkpoint's categories")
+    present = [s for s in sorted(segments) if (ids == s).any()]
+    if len(present) > max_identity:
+        raise ValueError(f"--inpaint {png_path} has {len(present)} segments; the model's identity bits hold {max_identity}")
+    mask = np.zeros(size + (2,), np.int64)
+    for k, s in enumerate(present, 1):
+        mask[ids == s] = (class_of[segments[s]], k)
+    return mask, {(class_of[segments[s]], k): s for k, s in enumerate(present, 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+def colours(mask):
+    """mask: int[..., 2] -> float[..., 3] in [0, 1]: a tab10 hue per class, a shade per identity, void black."""
+    cls, ident = mask[..., 0], mask[..., 1]
+    rgb = TAB10[(cls - 1) % 10] * (0.5 + 0.5 * ((ident * 0.618034) % 1.0))[..., None]
+    rgb[(cls == 0) | (ident == 0)] = 0
+    return rgb
+
+
+def overlay(image, mask):
+    """image: float[H, W, 3]; mask: int[H, W, 2] -> uint8[H, W, 3]: segments tinted, their edges white."""
+    out = np.where(((mask[..., 0] > 0) & (mask[..., 1] > 0))[..., None], 0.45 * image + 0.55 * colours(mask), image)
+    key = mask[..., 0] * 65536 + mask[..., 1]
+    edge = np.zeros(key.shape, bool)
+    edge[1:] |= key[1:] != key[:-1]
+    edge[:, 1:] |= key[:, 1:] != key[:, :-1]
+    out[edge] = 1.0
+    return (out * 255).round().astype(np.uint8)
+
+
+def save_figure(path, image, mask, categories, title):
+    """input | overlay, with a legend of the classes present (count of segments each)."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4 * image.shape[0] / image.shape[1] + 0.6))
+    for ax, im, name in zip(axes, (image, overlay(image, mask)), ("input", "prediction")):
+        ax.imshow(im, interpolation="nearest")
+        ax.set_title(name)
+        ax.axis("off")
+    pairs = np.unique(mask[(mask[..., 0] > 0) & (mask[..., 1] > 0)], axis=0)
+    handles = [Patch(color=TAB10[(c - 1) % 10], label=f"{categories[c]['name']} ({(pairs[:, 0] == c).sum()})")
+               for c in np.unique(pairs[:, 0]).tolist()]
+    axes[1].legend(handles=handles or [Patch(color="k", label="(all void)")], loc="center left",
+                   bbox_to_anchor=(1.02, 0.5), frameon=False)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def save_row(path, panels, title):
+    """One row of (image, caption) panels."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.8 * len(panels), 2.2), squeeze=False)
+    for ax, (im, caption) in zip(axes[0], panels):
+        ax.imshow(im, interpolation="nearest")
+        ax.set_title(caption, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def save_noise_figure(path, mask, cfg, seed):
+    """Fig. 3: the analog bits of mask (int[h, w, 2]) corrupted to t (Eq. 1, one eps for all panels),
+    decoded by thresholding at 0 with no post-processing; top row b = 1.0, bottom row b = 0.1."""
+    m = torch.from_numpy(mask)[None]
+    eps = torch.randn((1, cfg.n_bits) + mask.shape[:2], generator=torch.Generator().manual_seed(seed))
+    fig, axes = plt.subplots(2, len(NOISE_TIMES), figsize=(1.6 * len(NOISE_TIMES), 3.6))
+    for row, b in zip(axes, (1.0, 0.1)):
+        m_bits = mask_to_analog(m, cfg.n_class_bits, cfg.n_identity_bits, b)
+        for ax, t in zip(row, NOISE_TIMES):
+            m_crpt = corrupt(m_bits, torch.tensor([t]), eps)
+            ax.imshow(colours(analog_to_mask(m_crpt, cfg.n_class_bits, cfg.n_identity_bits)[0].numpy()),
+                      interpolation="nearest")
+            ax.set_title(f"b={b:g}, t={t:g}", fontsize=8)
+            ax.axis("off")
+    fig.suptitle("noisy masks m_t = sqrt(gamma(t)) m_0 + sqrt(1 - gamma(t)) eps, bits thresholded at 0 (Fig. 3)",
+                 fontsize=9)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Segmenting images
+
+def segment(model, path, categories, args, stem):
+    """Runs Alg. 2 on one image file and writes the files listed at the top. Returns a summary line."""
+    cfg, dev = model.cfg, args.device
+    S, m = cfg.image_size, cfg.mask_size
+    im = read_image(path)
+    size = (im.height, im.width)
+    x, valid = to_model_input(im, S)
+    kw, keep = {}, None
+    if args.inpaint:
+        partial, keep = read_partial(args.inpaint, args.segments or os.path.splitext(args.inpaint)[0] + ".json",
+                                     categories, size, 2 ** cfg.n_identity_bits - 1)
+        known = partial[..., 1] > 0
+        if args.known:
+            try:
+                with Image.open(args.known) as k:
+                    known = np.asarray(k.convert("L")) > 0
+            except (OSError, ValueError) as e:
+                raise ValueError(f"--known {args.known}: not a readable image ({type(e).__name__}); give a "
+                                 f"black-and-white PNG, white = known") from None
+            if known.shape != size:
+                raise ValueError(f"--known {args.known} is {known.shape[1]}x{known.shape[0]}, the image {size[1]}x{size[0]}")
+        kw = dict(known=torch.from_numpy(to_grid(partial, valid, S, m))[None].to(dev),
+                  known_region=torch.from_numpy(to_grid(known, valid, S, m))[None].to(dev))
+    torch.manual_seed(args.seed)
+    out = model.infer(x[None].to(dev), args.steps, args.td, args.min_pixels, trajectory=args.trajectory, **kw)
+    mask, path_masks = out if args.trajectory else (out, None)
+    full = paste_back(mask[0].cpu().numpy(), size, valid, S)
+    if args.inpaint:  # the known pixels exactly as given, at the input's resolution
+        full = np.where(known[..., None], partial, full)
+    out_path = os.path.join(args.out, stem)
+    segments = write_panoptic_png(full, out_path + "_panoptic.png", categories, keep)
+    write_panoptic_json(out_path + "_panoptic.json", [{"id": 1, "file_name": os.path.basename(path),
+                                                        "height": size[0], "width": size[1]}],
+                        [{"image_id": 1, "file_name": stem + "_panoptic.png", "segments_info": segments}], categories)
+    image = np.asarray(im, np.float32) / 255
+    Image.fromarray(overlay(image, full)).save(out_path + "_overlay.png")
+    title = f"{os.path.basename(path)}: {args.steps} steps, td={args.td:g}" + (", inpainted" if args.inpaint else "")
+    save_figure(out_path + "_figure.png", image, full, categories, title)
+    written = ["_panoptic.png", "_panoptic.json", "_overlay.png", "_figure.png"]
+    crop = (slice(0, -(-valid[0] * m // S)), slice(0, -(-valid[1] * m // S)))  # the image's part of the grid
+    if args.trajectory:
+        times = [t for t, _ in time_pairs(args.steps, args.td)]
+        shown = [s for s in range(1, args.steps + 1) if args.steps <= 6 or s & (s - 1) == 0 or s == args.steps]
+        small = x[:, :valid[0], :valid[1]].numpy().transpose(1, 2, 0)
+        panels = [(small, "input")] + [(colours(path_masks[s - 1][0].cpu().numpy()[crop]), f"step {s}, t={times[s - 1]:.2f}")
+                                       for s in shown]
+        save_row(out_path + "_trajectory.png", panels, f"predicted m_0 across {args.steps} steps, td={args.td:g} (Fig. 11)")
+        written.append("_trajectory.png")
+    if args.noise_figure:
+        save_noise_figure(out_path + "_noise.png", mask[0].cpu().numpy()[crop], cfg, args.seed)
+        written.append("_noise.png")
+    names = [categories[c]["name"] for c in np.unique(full[(full[..., 0] > 0) & (full[..., 1] > 0)], axis=0)[:, 0].tolist()]
+    return f"{path}: {len(segments)} segments ({', '.join(names) or 'none'}) -> {out_path}{{{','.join(written)}}}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation through COCO panoptic files: Fig. 6a (steps), Fig. 6b (td), inpainting (LDMSeg Fig. 9)
+
+def val_data(cfg, categories, args, root):
+    """(dataset of (image, mask) at the model's sizes, gt JSON, gt PNG folder, [(image_id, PNG name)],
+    paste(mask int[m, m, 2], index) -> the mask at the gt PNG's size)."""
+    n, r = args.n, cfg.image_size // cfg.mask_size
+    if args.data == "shapes":
+        if categories != ShapesDataset.categories:
+            raise ValueError(f"{args.ckpt} was not trained on the built-in shapes (its classes differ); "
+                             f"use --data coco --data-root DIR")
+        ds = ShapesDataset("val", size=n, image_size=cfg.image_size, mask_size=cfg.mask_size, permute=False)
+        gt_json = write_coco_panoptic((ds[i] for i in range(n)), os.path.join(root, "gt"), "val", categories, "png")
+        items = [(i + 1, f"{i + 1:012d}.png") for i in range(n)]  # write_coco_panoptic's numbering
+        return ds, gt_json, os.path.join(root, "gt", "annotations", "panoptic_val2017"), items, \
+            lambda mask, i: mask.repeat(r, 0).repeat(r, 1)
+    if args.data_root is None:
+        raise ValueError("--data coco needs --data-root DIR, the folder with annotations/ and val2017/")
+    ds = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False)
+    if ds.categories != categories:
+        raise ValueError(f"{args.ckpt} was trained with other classes than {ds.json_path}'s categories")
+    records = ds.records[:n]
+    with open(ds.json_path) as f:
+        gt = json.load(f)
+    wanted = {rec["image_id"] for rec in records}
+    gt["images"] = [im for im in gt["images"] if im["id"] in wanted]
+    gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in wanted]
+    gt_json = os.path.join(root, "gt.json")
+    with open(gt_json, "w") as f:
+        json.dump(gt, f)
+    items = [(rec["image_id"], os.path.basename(rec["png"])) for rec in records]
+    return ds, gt_json, ds.png_dir, items, lambda mask, i: ds.paste_back(torch.from_numpy(mask), i).numpy()
+
+
+def evaluate(model, categories, args):
+    """Samples the validation images once per setting, writes the predictions as COCO panoptic files
+    under --out/eval/, scores them with metrics.pq_from_coco_files and prints a table."""
+    cfg, dev, m = model.cfg, args.device, model.cfg.mask_size
+    root = os.path.join(args.out, "eval")
+    ds, gt_json, gt_dir, items, paste = val_data(cfg, categories, args, root)
+    runs = ([("steps (Fig. 6a)", s, args.td, 0.0) for s in args.sweep_steps]
+            + [("td (Fig. 6b)", args.steps, td, 0.0) for td in args.sweep_td]
+            + [("inpaint (LDMSeg)", args.steps, args.td, d) for d in args.inpaint_drop])
+    runs = list({r[1:]: r for r in reversed(runs or [("single", args.steps, args.td, 0.0)])}.values())[::-1]
+    bar = tqdm(total=len(runs) * len(items), desc="evaluate", mininterval=1)
+    results = []
+    for sweep, steps, td, drop in runs:
+        name = f"steps{steps}_td{td:g}" + (f"_drop{drop:g}" if drop else "")
+        pred_dir = os.path.join(root, name)
+        os.makedirs(pred_dir, exist_ok=True)
+        torch.manual_seed(args.seed)
+        blocks = torch.Generator().manual_seed(args.seed)
+        annotations, t0 = [], time.time()
+        for start in range(0, len(items), args.batch_size):
+            idx = range(start, min(len(items), start + args.batch_size))
+            images, masks = zip(*(ds[i] for i in idx))
+            kw = {}
+            if drop:  # LDMSeg's simulation: each block x block cell of the mask is unknown with probability drop
+                nb = -(-m // args.block)
+                known = torch.rand(len(idx), nb, nb, generator=blocks) >= drop
+                known = known.repeat_interleave(args.block, 1).repeat_interleave(args.block, 2)[:, :m, :m]
+                kw = dict(known=torch.stack(masks).to(dev), known_region=known.to(dev))
+            pred = model.infer(torch.stack(images).to(dev), steps, td, args.min_pixels, **kw).cpu().numpy()
+            for i, p in zip(idx, pred):
+                segments = write_panoptic_png(paste(p, i), os.path.join(pred_dir, items[i][1]), categories)
+                annotations.append({"image_id": items[i][0], "file_name": items[i][1], "segments_info": segments})
+            bar.update(len(idx))
+        write_panoptic_json(pred_dir + ".json", [], annotations, categories)
+        res = pq_from_coco_files(gt_json, gt_dir, pred_dir + ".json", pred_dir)
+        results.append({"sweep": sweep, "steps": steps, "td": td, "drop": drop, "pq": res["All"]["pq"],
+                        "pq_things": res["Things"]["pq"], "pq_stuff": res["Stuff"]["pq"], "sq": res["All"]["sq"],
+                        "rq": res["All"]["rq"], "sec_per_image": (time.time() - t0) / len(items),
+                        "predictions": pred_dir + ".json"})
+    bar.close()
+    with open(os.path.join(root, "results.json"), "w") as f:
+        json.dump({"ckpt": args.ckpt, "data": args.data, "n": len(items), "min_pixels": args.min_pixels,
+                   "seed": args.seed, "gt": gt_json, "results": results}, f, indent=1)
+    print(f"PQ of {args.ckpt} on {len(items)} {args.data} val images (COCO panoptic files in {root}/), in %:")
+    print(f"{'sweep':<18}{'steps':>6}{'td':>6}{'drop':>6}{'PQ':>7}{'PQ_th':>7}{'PQ_st':>7}{'SQ':>7}{'RQ':>7}{'s/img':>8}")
+    for r in results:
+        print(f"{r['sweep']:<18}{r['steps']:>6}{r['td']:>6g}{r['drop']:>6g}" + "".join(
+            f"{100 * r[k]:>7.1f}" for k in ("pq", "pq_things", "pq_stuff", "sq", "rq")) + f"{r['sec_per_image']:>8.3f}")
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+HELP_INPAINT = """inpainting (LDMSeg Sec. 3.3 with analog bits): --inpaint PARTIAL.png is a COCO panoptic PNG
+(id = R + 256 G + 256^2 B, 0 = void) of the image's size, with a COCO panoptic JSON listing its
+segments (default: PARTIAL.json beside it; the annotation whose file_name is the PNG's, else the
+first), as sample.py writes them. --known KNOWN.png (same size) marks the known pixels: nonzero =
+known (default: the PNG's non-void pixels). So: run sample.py on IMG, erase or keep parts of
+out/IMG_panoptic.png, paint KNOWN.png, and run sample.py IMG --inpaint ... --known KNOWN.png.
+At each step the known pixels' analog bits are the partial mask's noised to the current t; the
+known pixels come out as given (same segment ids); the rest is sampled."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse's default prints the usage too)
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def ints(s):
+    return [int(v) for v in s.split(",") if v.strip()]
+
+
+def floats(s):
+    return [float(v) for v in s.split(",") if v.strip()]
+
+
+def get_args(argv=None):
+    ap = Parser(prog="sample.py", description=__doc__.split("\n\n")[0], epilog=HELP_INPAINT,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("images", nargs="*", metavar="IMG", help="image files (any size or mode)")
+    ap.add_argument("--ckpt", default=DEFAULT_CKPT, help="a checkpoint of train.py (default: the shipped "
+                    "checkpoints/shapes-tiny.pt, trained on the built-in synthetic shapes only)")
+    ap.add_argument("--steps", type=int, default=20, help="sampling steps (Alg. 2)")
+    ap.add_argument("--td", type=float, default=2.0, help="time difference td of the asymmetric time steps")
+    ap.add_argument("--min-pixels", type=int, default=4, help="segments with fewer mask pixels become void")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise")
+    ap.add_argument("--out", default="out", help="output folder")
+    ap.add_argument("--trajectory", action="store_true", help="also the predicted mask across the steps (Fig. 11)")
+    ap.add_argument("--noise-figure", action="store_true", help="also the mask noised at several t for b = 1, 0.1 (Fig. 3)")
+    ap.add_argument("--inpaint", metavar="PARTIAL.png", help="complete this partial mask (see below)")
+    ap.add_argument("--segments", metavar="JSON", help="the COCO panoptic JSON of PARTIAL.png (default: beside it)")
+    ap.add_argument("--known", metavar="KNOWN.png", help="nonzero pixels = known (default: PARTIAL's non-void)")
+    ap.add_argument("--evaluate", action="store_true", help="PQ on a validation set, sweeping --sweep-steps and --sweep-td")
+    ap.add_argument("--data", choices=["shapes", "coco"], default="shapes", help="--evaluate: the validation set")
+    ap.add_argument("--data-root", help="--data coco: the folder with annotations/ and val2017/")
+    ap.add_argument("--n", type=int, default=100, help="--evaluate: number of validation images")
+    ap.add_argument("--sweep-steps", type=ints, default="1,2,5,10,20", help="--evaluate: steps at --td (Fig. 6a)")
+    ap.add_argument("--sweep-td", type=floats, default="0,1,2,4", help="--evaluate: td at --steps (Fig. 6b)")
+    ap.add_argument("--inpaint-drop", type=floats, default="", help="--evaluate: inpaint the gt with these "
+                    "fractions of its block x block cells unknown, e.g. 0.1,0.5,0.9 (LDMSeg Fig. 9)")
+    ap.add_argument("--block", type=int, default=4, help="--inpaint-drop: cell size in mask pixels")
+    ap.add_argument("--batch-size", type=int, default=25, help="--evaluate: images per forward pass")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--kernels", choices=["auto", "on", "off"], default="auto",
+                    help="Triton kernels: auto = on CUDA tensors only")
+    args = ap.parse_args(argv)
+    for flag in ("steps", "n", "block", "batch_size"):
+        if getattr(args, flag) < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.td < 0 or args.min_pixels < 0 or min(args.sweep_td, default=0) < 0 or min(args.sweep_steps, default=1) < 1:
+        ap.error("--td, --sweep-td and --min-pixels must be >= 0, --sweep-steps >= 1")
+    if not all(0 < d < 1 for d in args.inpaint_drop):
+        ap.error("--inpaint-drop: fractions must lie in (0, 1)")
+    if args.evaluate == bool(args.images):
+        ap.error("give image files, or --evaluate without image files")
+    if (args.segments or args.known) and not args.inpaint:
+        ap.error("--segments and --known go with --inpaint PARTIAL.png")
+    if args.inpaint and len(args.images) != 1:
+        ap.error("--inpaint completes the mask of one image: give exactly one IMG")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: no CUDA device here; use --device cpu")
+    return args
+
+
+def checkpoint_categories(ckpt, path, cfg):
+    """{class: {"name", "isthing"[, "id"]}} stored by train.py, checked against the model's classes."""
+    try:
+        categories = {int(k): dict(v) for k, v in ckpt["categories"].items()}
+        assert all("name" in v and "isthing" in v for v in categories.values())
+    except (KeyError, TypeError, ValueError, AttributeError, AssertionError):
+        raise ValueError(f"{path} holds no class names (categories); re-create it with train.py") from None
+    if set(categories) != set(range(1, cfg.n_classes + 1)):
+        raise ValueError(f"{path}: its categories do not name the model's classes 1..{cfg.n_classes}; "
+                         f"re-create it with train.py")
+    return categories
+
+
+def fail(message):
+    print(f"sample.py: error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv=None):
+    args = get_args(argv)
+    if args.kernels != "auto":
+        os.environ["PIX2SEQD_KERNELS"] = "1" if args.kernels == "on" else "0"
+    missing = [p for p in args.images + [args.inpaint, args.known, args.segments] if p and not os.path.isfile(p)]
+    if missing:
+        fail(f"{missing[0]}: no such file; give the path of an existing file")
+    stems = [os.path.splitext(os.path.basename(p))[0] + ("_inpaint" if args.inpaint else "") for p in args.images]
+    if len(set(stems)) < len(stems):
+        fail("two input images share a file name; their outputs would overwrite each other: rename one")
+    try:
+        model, ckpt = load_model(args.ckpt, args.device)
+        categories = checkpoint_categories(ckpt, args.ckpt, model.cfg)
+        os.makedirs(args.out, exist_ok=True)
+        if args.evaluate:
+            return evaluate(model, categories, args)
+        for path, stem in zip(tqdm(args.images, desc="sample", disable=len(args.images) < 2), stems):
+            tqdm.write(segment(model, path, categories, args, stem))
+    except (ValueError, OSError) as e:
+        fail(e)
+
+
+if __name__ == "__main__":
+    main()
