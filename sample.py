@@ -82,30 +82,23 @@ def to_model_input(im, S):
     return torch.from_numpy(x.transpose(2, 0, 1).copy()), (vh, vw)
 
 
-def grid_index(n_out, n_in, valid, S, m, to_grid):
-    """Nearest-neighbour index between the input (n_in pixels along an axis, `valid` of the S-pixel
-    square) and the m-pixel mask grid: for each of n_out target pixels, the source pixel its centre
-    falls in."""
-    centre = np.arange(n_out) + 0.5
-    pos = centre * S / m * n_in / valid if to_grid else centre * valid / n_in * m / S
-    return np.minimum(pos.astype(np.int64), (n_in if to_grid else m) - 1)
+def nearest(n_out, scale, n_in):
+    """For each of n_out target pixels, the source pixel (of n_in) its centre falls in at this scale."""
+    return np.minimum(((np.arange(n_out) + 0.5) * scale).astype(np.int64), n_in - 1)
 
 
 def paste_back(mask, size, valid, S):
     """mask: [m, m, 2] on the padded square -> [H, W, 2] at the input's size (nearest)."""
-    m = mask.shape[0]
-    rows = grid_index(size[0], size[0], valid[0], S, m, False)
-    cols = grid_index(size[1], size[1], valid[1], S, m, False)
-    return mask[rows[:, None], cols[None, :]]
+    (H, W), (vh, vw), m = size, valid, mask.shape[0]
+    return mask[nearest(H, vh * m / (H * S), m)[:, None], nearest(W, vw * m / (W * S), m)[None, :]]
 
 
 def to_grid(a, valid, S, m):
     """a: [H, W, ...] at the input's size -> [m, m, ...] on the mask grid; the padding gets 0."""
-    rows = grid_index(m, a.shape[0], valid[0], S, m, True)
-    cols = grid_index(m, a.shape[1], valid[1], S, m, True)
-    out = a[rows[:, None], cols[None, :]].copy()
+    (H, W), (vh, vw) = a.shape[:2], valid
+    out = a[nearest(m, S * H / (m * vh), H)[:, None], nearest(m, S * W / (m * vw), W)[None, :]]
     c = (np.arange(m) + 0.5) * S / m
-    out[(c >= valid[0])[:, None] | (c >= valid[1])[None, :]] = 0
+    out[(c >= vh)[:, None] | (c >= vw)[None, :]] = 0
     return out
 
 
@@ -198,26 +191,27 @@ def overlay(image, mask):
 
 
 def save_figure(path, image, mask, categories, title):
-    """input | overlay, with a legend of the classes present (count of segments each)."""
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4 * image.shape[0] / image.shape[1] + 0.6))
-    for ax, im, name in zip(axes, (image, overlay(image, mask)), ("input", "prediction")):
+    """input | overlay (titles: a pair of str), with a legend of the classes present (segments of each)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5 * image.shape[0] / image.shape[1] + 0.5), layout="constrained")
+    for ax, im, name in zip(axes, (image, overlay(image, mask)), title):
         ax.imshow(im, interpolation="nearest")
-        ax.set_title(name)
+        ax.set_title(name, fontsize=9)
         ax.axis("off")
     pairs = np.unique(mask[(mask[..., 0] > 0) & (mask[..., 1] > 0)], axis=0)
     handles = [Patch(color=TAB10[(c - 1) % 10], label=f"{categories[c]['name']} ({(pairs[:, 0] == c).sum()})")
                for c in np.unique(pairs[:, 0]).tolist()]
     axes[1].legend(handles=handles or [Patch(color="k", label="(all void)")], loc="center left",
                    bbox_to_anchor=(1.02, 0.5), frameon=False)
-    fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
-def save_row(path, panels, title):
-    """One row of (image, caption) panels."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.8 * len(panels), 2.2), squeeze=False)
-    for ax, (im, caption) in zip(axes[0], panels):
+def save_panels(path, rows, title):
+    """A grid figure of rows of (image, caption) panels."""
+    h, w = rows[0][0][0].shape[:2]
+    fig, axes = plt.subplots(len(rows), len(rows[0]), figsize=(1.7 * len(rows[0]), (1.7 * h / w + 0.4) * len(rows) + 0.3),
+                             squeeze=False, layout="constrained")
+    for ax, (im, caption) in zip(axes.ravel(), [p for row in rows for p in row]):
         ax.imshow(im, interpolation="nearest")
         ax.set_title(caption, fontsize=8)
         ax.axis("off")
@@ -226,24 +220,16 @@ def save_row(path, panels, title):
     plt.close(fig)
 
 
-def save_noise_figure(path, mask, cfg, seed):
+def noise_panels(mask, cfg, seed):
     """Fig. 3: the analog bits of mask (int[h, w, 2]) corrupted to t (Eq. 1, one eps for all panels),
-    decoded by thresholding at 0 with no post-processing; top row b = 1.0, bottom row b = 0.1."""
-    m = torch.from_numpy(mask)[None]
+    decoded by thresholding at 0 with no post-processing; one row for b = 1.0, one for b = 0.1."""
     eps = torch.randn((1, cfg.n_bits) + mask.shape[:2], generator=torch.Generator().manual_seed(seed))
-    fig, axes = plt.subplots(2, len(NOISE_TIMES), figsize=(1.6 * len(NOISE_TIMES), 3.6))
-    for row, b in zip(axes, (1.0, 0.1)):
-        m_bits = mask_to_analog(m, cfg.n_class_bits, cfg.n_identity_bits, b)
-        for ax, t in zip(row, NOISE_TIMES):
-            m_crpt = corrupt(m_bits, torch.tensor([t]), eps)
-            ax.imshow(colours(analog_to_mask(m_crpt, cfg.n_class_bits, cfg.n_identity_bits)[0].numpy()),
-                      interpolation="nearest")
-            ax.set_title(f"b={b:g}, t={t:g}", fontsize=8)
-            ax.axis("off")
-    fig.suptitle("noisy masks m_t = sqrt(gamma(t)) m_0 + sqrt(1 - gamma(t)) eps, bits thresholded at 0 (Fig. 3)",
-                 fontsize=9)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    rows = []
+    for b in (1.0, 0.1):
+        m_bits = mask_to_analog(torch.from_numpy(mask)[None], cfg.n_class_bits, cfg.n_identity_bits, b)
+        rows.append([(colours(analog_to_mask(corrupt(m_bits, torch.tensor([t]), eps), cfg.n_class_bits,
+                                             cfg.n_identity_bits)[0].numpy()), f"b={b:g}, t={t:g}") for t in NOISE_TIMES])
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,16 +246,9 @@ def segment(model, path, categories, args, stem):
     if args.inpaint:
         partial, keep = read_partial(args.inpaint, args.segments or os.path.splitext(args.inpaint)[0] + ".json",
                                      categories, size, 2 ** cfg.n_identity_bits - 1)
-        known = partial[..., 1] > 0
-        if args.known:
-            try:
-                with Image.open(args.known) as k:
-                    known = np.asarray(k.convert("L")) > 0
-            except (OSError, ValueError) as e:
-                raise ValueError(f"--known {args.known}: not a readable image ({type(e).__name__}); give a "
-                                 f"black-and-white PNG, white = known") from None
-            if known.shape != size:
-                raise ValueError(f"--known {args.known} is {known.shape[1]}x{known.shape[0]}, the image {size[1]}x{size[0]}")
+        known = np.asarray(read_image(args.known).convert("L")) > 0 if args.known else partial[..., 1] > 0
+        if known.shape != size:
+            raise ValueError(f"--known {args.known} is {known.shape[1]}x{known.shape[0]}, the image {size[1]}x{size[0]}")
         kw = dict(known=torch.from_numpy(to_grid(partial, valid, S, m))[None].to(dev),
                   known_region=torch.from_numpy(to_grid(known, valid, S, m))[None].to(dev))
     torch.manual_seed(args.seed)
@@ -285,8 +264,8 @@ def segment(model, path, categories, args, stem):
                         [{"image_id": 1, "file_name": stem + "_panoptic.png", "segments_info": segments}], categories)
     image = np.asarray(im, np.float32) / 255
     Image.fromarray(overlay(image, full)).save(out_path + "_overlay.png")
-    title = f"{os.path.basename(path)}: {args.steps} steps, td={args.td:g}" + (", inpainted" if args.inpaint else "")
-    save_figure(out_path + "_figure.png", image, full, categories, title)
+    title = ("inpainted" if args.inpaint else "prediction") + f": {args.steps} steps, td={args.td:g}"
+    save_figure(out_path + "_figure.png", image, full, categories, (os.path.basename(path), title))
     written = ["_panoptic.png", "_panoptic.json", "_overlay.png", "_figure.png"]
     crop = (slice(0, -(-valid[0] * m // S)), slice(0, -(-valid[1] * m // S)))  # the image's part of the grid
     if args.trajectory:
@@ -295,10 +274,11 @@ def segment(model, path, categories, args, stem):
         small = x[:, :valid[0], :valid[1]].numpy().transpose(1, 2, 0)
         panels = [(small, "input")] + [(colours(path_masks[s - 1][0].cpu().numpy()[crop]), f"step {s}, t={times[s - 1]:.2f}")
                                        for s in shown]
-        save_row(out_path + "_trajectory.png", panels, f"predicted m_0 across {args.steps} steps, td={args.td:g} (Fig. 11)")
+        save_panels(out_path + "_trajectory.png", [panels], f"predicted m_0 across {args.steps} steps, td={args.td:g} (Fig. 11)")
         written.append("_trajectory.png")
     if args.noise_figure:
-        save_noise_figure(out_path + "_noise.png", mask[0].cpu().numpy()[crop], cfg, args.seed)
+        save_panels(out_path + "_noise.png", noise_panels(mask[0].cpu().numpy()[crop], cfg, args.seed),
+                    "masks noised to time t, m_t = sqrt(gamma(t)) m_0 + sqrt(1 - gamma(t)) eps, bits > 0 (Fig. 3)")
         written.append("_noise.png")
     names = [categories[c]["name"] for c in np.unique(full[(full[..., 0] > 0) & (full[..., 1] > 0)], axis=0)[:, 0].tolist()]
     return f"{path}: {len(segments)} segments ({', '.join(names) or 'none'}) -> {out_path}{{{','.join(written)}}}"
@@ -464,13 +444,9 @@ def get_args(argv=None):
 
 
 def checkpoint_categories(ckpt, path, cfg):
-    """{class: {"name", "isthing"[, "id"]}} stored by train.py, checked against the model's classes."""
-    try:
-        categories = {int(k): dict(v) for k, v in ckpt["categories"].items()}
-        assert all("name" in v and "isthing" in v for v in categories.values())
-    except (KeyError, TypeError, ValueError, AttributeError, AssertionError):
-        raise ValueError(f"{path} holds no class names (categories); re-create it with train.py") from None
-    if set(categories) != set(range(1, cfg.n_classes + 1)):
+    """{class: {"name", "isthing"[, "id"]}} as train.py stores them, checked against the model's classes."""
+    categories = {int(k): v for k, v in ckpt.get("categories", {}).items()}
+    if set(categories) != set(range(1, cfg.n_classes + 1)) or not all("name" in v for v in categories.values()):
         raise ValueError(f"{path}: its categories do not name the model's classes 1..{cfg.n_classes}; "
                          f"re-create it with train.py")
     return categories
