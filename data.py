@@ -384,3 +384,92 @@ def write_coco_panoptic(examples, out_dir, split, categories, image_format="jpg"
         json.dump({"info": {"description": "written by pix2seq-d data.write_coco_panoptic"}, "licenses": [],
                    "images": images, "annotations": annotations, "categories": cats}, f)
     return json_path
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic video (Sec. 3.4): the shapes scene with its things moving. Each thing has its own
+# velocity, spin and growth per frame; one thing may enter from outside an edge and another head
+# out of the picture; later things occlude earlier ones. A segment keeps one identity for the
+# whole clip (permuted once per clip, never per frame), which is what the model must learn to copy.
+
+def draw_motion(rng, things):
+    """Per-thing motion (vx, vy, spin, growth per frame); may move the last thing outside an edge,
+    heading in, and send the first one towards its nearest edge. Returns new thing dicts."""
+    things = [dict(t, vx=s * math.cos(a), vy=s * math.sin(a), spin=rng.uniform(-0.15, 0.15),
+                   growth=rng.uniform(0.97, 1.03))
+              for t, s, a in zip(things, rng.uniform(0.01, 0.05, len(things)), rng.uniform(0, 2 * math.pi, len(things)))]
+    if rng.uniform() < 0.5:  # enters: starts just beyond an edge, moving inwards
+        t, side, speed = things[-1], int(rng.integers(4)), rng.uniform(0.05, 0.09)
+        along, across = ("cx", "vx") if side < 2 else ("cy", "vy")
+        t[along], t[across] = (-t["r"], speed) if side % 2 == 0 else (1 + t["r"], -speed)
+    if len(things) > 1 and rng.uniform() < 0.5:  # leaves: heads for its nearest edge
+        t, speed = things[0], rng.uniform(0.05, 0.09)
+        edge = int(np.argmin([t["cx"], 1 - t["cx"], t["cy"], 1 - t["cy"]]))
+        t["vx"], t["vy"] = [(-speed, 0), (speed, 0), (0, -speed), (0, speed)][edge]
+    return things
+
+
+def thing_at(t, f):
+    """Thing t at frame f of its motion."""
+    return dict(t, cx=t["cx"] + f * t["vx"], cy=t["cy"] + f * t["vy"], r=t["r"] * t["growth"] ** f,
+                angle=t["angle"] + f * t["spin"])
+
+
+def shapes_video(index, split="train", seed=0, frames=8, start=0, image_size=64, mask_size=32, max_things=4,
+                 min_pixels=6):
+    """Frames start .. start+frames-1 of synthetic clip `index`: (frames float[T, 3, S, S], masks
+    long[T, S/2, S/2, 2]). Identities are canonical and constant over the clip: 1..N for the
+    segments seen in these frames, in drawing order (permute the whole clip with
+    permute_identities, which takes any leading shape). A thing with fewer than min_pixels mask
+    pixels in a frame is left out of that frame's image and mask, as in shapes_example."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if image_size % mask_size:
+        raise ValueError(f"image_size {image_size} must be a multiple of mask_size {mask_size}")
+    if frames < 1 or start < 0:
+        raise ValueError(f"need frames >= 1 and start >= 0, got frames={frames}, start={start}")
+    rng = np.random.default_rng([seed, SPLITS[split], index, 1])  # the 4th entry: not an image's stream
+    stuff, things = draw_scene(rng, max_things)
+    things = draw_motion(rng, things)
+    images, numbers = [], []  # numbers: the clip's segment number (1 sky, 2 ground, 3 + k thing k) per pixel
+    for f in range(start, start + frames):
+        shown = list(range(len(things)))
+        while True:
+            seg, classes = render(stuff, [thing_at(things[k], f) for k in shown], image_size)
+            small, tiny = to_mask(seg, {s: s for s in classes}, mask_size, min_pixels)  # channel 0: seg number
+            if not tiny:
+                break
+            shown = [k for j, k in enumerate(shown) if 3 + j not in tiny]
+        images.append(paint(stuff, [thing_at(things[k], f) for k in shown], seg, rng))
+        numbers.append(np.array([0, 1, 2] + [3 + k for k in shown])[small[..., 0]])
+    numbers = np.stack(numbers)
+    cls = np.array([0, 1, 2] + [t["cls"] for t in things])
+    ident = np.zeros(len(cls), np.int64)
+    present = np.unique(numbers)
+    ident[present] = np.arange(1, len(present) + 1)
+    masks = np.stack([cls[numbers], ident[numbers]], -1)
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(masks)
+
+
+class ShapesVideoDataset(torch.utils.data.Dataset):
+    """Windows of window = n_past + 1 consecutive frames of synthetic clips, for training the
+    video model on frame t given the masks of t-n_past .. t-1. Item i: (frames float[window, 3,
+    S, S], masks long[window, h, w, 2], keep bool[n_past]); the window starts at frame i %
+    max_start of clip i; identities are permuted once per window; keep[j] is False with
+    probability drop (the past mask j is to be zeroed, SPEC: 0.1). Draws use torch's global RNG."""
+
+    categories = SHAPES_CATEGORIES
+
+    def __init__(self, split="train", size=100_000, seed=0, image_size=64, mask_size=32, n_past=2, drop=0.1,
+                 max_start=6, permute=True):
+        self.split, self.size, self.seed, self.image_size, self.mask_size = split, size, seed, image_size, mask_size
+        self.n_past, self.drop, self.max_start, self.permute = n_past, drop, max_start, permute
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, i):
+        frames, masks = shapes_video(i, self.split, self.seed, self.n_past + 1, i % self.max_start,
+                                     self.image_size, self.mask_size)
+        keep = torch.rand(self.n_past) >= self.drop
+        return frames, (permute_identities(masks) if self.permute else masks), keep
