@@ -33,9 +33,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import kernels
-from data import CocoPanoptic, DataError, ShapesDataset
-from diffusion import PRESETS, Config, Pix2SeqD
+from data import CocoPanoptic, DataError, ShapesDataset, ShapesVideoDataset
+from diffusion import PRESETS, Config, Pix2SeqD, load_model
 from metrics import PanopticQuality
+from video import evaluate as evaluate_video, init_from_image, video_inputs
 
 
 class Parser(argparse.ArgumentParser):
@@ -47,12 +48,20 @@ class Parser(argparse.ArgumentParser):
 # lr 1e-4, EMA 0.999, scale jitter [1, 3]); the paper names no warm-up length: 5000 steps is ours.
 COCO_DEFAULTS = dict(preset="paper", image_size=256, mask_size=128, batch_size=512, train_steps=None, lr=1e-4,
                      ema=0.999, warmup=5000, workers=8, eval_images=5000, ckpt_every=1000)
+# --dataset shapes-video: fine-tune (--init) on 3-frame windows. The paper's video runs use a constant
+# lr of 1e-5..3e-5 and EMA 0.99 (SPEC); for a few CPU minutes on the tiny model these are ours.
+VIDEO_DEFAULTS = dict(train_steps=300, lr=3e-4, warmup=0, ema=0.98)
 
 
 def get_args(argv=None):
     ap = Parser(prog="train.py", description="Train Pix2Seq-D on the built-in shapes data (or COCO).")
-    ap.add_argument("--dataset", default="shapes", choices=["shapes", "coco"],
-                    help="coco: COCO panoptic under --data-root, with the paper's defaults (COCO_DEFAULTS)")
+    ap.add_argument("--dataset", default="shapes", choices=["shapes", "coco", "shapes-video"],
+                    help="coco: COCO panoptic under --data-root, with the paper's defaults (COCO_DEFAULTS); "
+                         "shapes-video: moving shapes, the decoder also reads the masks of frames t-2, t-1 "
+                         "(Sec. 3.4; VIDEO_DEFAULTS); eval streams --eval-images/8 clips of 8 frames")
+    ap.add_argument("--init", default=None, metavar="CKPT",
+                    help="start from this checkpoint's EMA weights and config (an image checkpoint for "
+                         "shapes-video: the past-mask input channels start at zero)")
     ap.add_argument("--data-root", default=None, help="COCO: the folder with annotations/ and {train,val}2017/")
     ap.add_argument("--jitter", type=float, nargs=2, default=(1.0, 3.0), metavar=("LOW", "HIGH"),
                     help="COCO: scale jitter strength of the training images (App. B: 1 3)")
@@ -93,6 +102,9 @@ def get_args(argv=None):
         args = ap.parse_args(argv)
         if args.data_root is None:
             ap.error("--dataset coco needs --data-root DIR, the folder with annotations/ and train2017/")
+    if args.dataset == "shapes-video":
+        ap.set_defaults(**VIDEO_DEFAULTS)
+        args = ap.parse_args(argv)
     for flag in ("train_steps", "batch_size", "steps", "eval_images", "ckpt_every", "stop_at"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             ap.error(f"--{flag.replace('_', '-')} must be >= 1")
@@ -109,7 +121,7 @@ def get_args(argv=None):
 def make_config(args):
     overrides = {k: getattr(args, k) for k in ("scale", "loss", "p", "image_size", "mask_size")
                  if getattr(args, k) is not None}
-    return PRESETS[args.preset](**overrides)
+    return PRESETS[args.preset](**overrides, n_past=2 if args.dataset == "shapes-video" else 0)
 
 
 def fit_config(cfg, categories, max_identities=None):
@@ -134,6 +146,9 @@ def make_datasets(args, cfg):
             raise DataError(f"{val_set.json_path}: its categories differ from those of {train_set.json_path}")
         val_set = torch.utils.data.Subset(val_set, range(min(args.eval_images, len(val_set))))
         return train_set, val_set, train_set.categories
+    if args.dataset == "shapes-video":  # train on windows (t-2, t-1, t); evaluation makes its own clips
+        return ShapesVideoDataset("train", seed=args.seed, image_size=cfg.image_size, mask_size=cfg.mask_size,
+                                  n_past=cfg.n_past), None, ShapesVideoDataset.categories
     train_set = ShapesDataset("train", seed=args.seed, image_size=cfg.image_size, mask_size=cfg.mask_size)
     val_set = ShapesDataset("val", size=args.eval_images, seed=args.seed, image_size=cfg.image_size,
                             mask_size=cfg.mask_size, permute=False)
@@ -231,8 +246,8 @@ class TrainLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images, masks, t, eps):
-        return self.model.train_loss(images, masks, t=t, eps=eps)
+    def forward(self, images, masks, t, eps, past=None):
+        return self.model.train_loss(images, masks, past, t=t, eps=eps)
 
 
 def setup_distributed(args):
@@ -296,6 +311,15 @@ def train(args, rank=0, world=1):
     run_dir = os.path.join(args.out, args.name)
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
     cfg = make_config(args)
+    if args.init:  # the checkpoint's config, with this data set's number of past masks
+        try:
+            init_model = load_model(args.init, args.device)[0]
+        except (FileNotFoundError, ValueError) as e:
+            fail(f"--init: {e}")
+        for k in ("scale", "loss", "p", "image_size", "mask_size"):
+            if getattr(args, k) is not None and getattr(args, k) != getattr(init_model.cfg, k):
+                fail(f"--{k.replace('_', '-')} {getattr(args, k)}: --init {args.init} has {getattr(init_model.cfg, k)}")
+        cfg = dataclasses.replace(init_model.cfg, n_past=cfg.n_past)
     train_set, val_set, categories = make_datasets(args, cfg)
     cfg = fit_config(cfg, categories, getattr(train_set, "max_identities", None))
     if args.train_steps is None:  # COCO: 800 epochs (App. B)
@@ -303,6 +327,8 @@ def train(args, rank=0, world=1):
     stop = min(args.stop_at or args.train_steps, args.train_steps)
     torch.manual_seed(args.seed)
     model = Pix2SeqD(cfg).to(args.device)
+    if args.init:
+        init_from_image(model, init_model)
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
     start = 0
@@ -338,14 +364,17 @@ def train(args, rank=0, world=1):
     t0 = time.time()
     bar = tqdm(range(start, stop), initial=start, total=args.train_steps, desc="train", mininterval=1,
                disable=rank > 0)
-    for step, (images, masks) in zip(bar, loader):
+    for step, (images, masks, *keep) in zip(bar, loader):
         model.train()
         images, masks = images.to(args.device, non_blocking=True), masks.to(args.device, non_blocking=True)
+        past = None
+        if cfg.n_past:  # video: the windows' last frames, given the gt masks before them (some dropped)
+            images, masks, past = video_inputs(model, images, masks, keep[0].to(args.device))
         t, eps = noise_at(step, args.batch_size, args.seed, cfg, args.device, rank, world)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
         with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.amp):
-            loss, stats = loss_fn(images, masks, t, eps)
+            loss, stats = loss_fn(images, masks, t, eps, past)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # under DDP the gradients are averaged over the processes here
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -374,14 +403,22 @@ def train(args, rank=0, world=1):
         print(f"stopped after step {stop} of {args.train_steps}: {ckpt_path}; continue with --resume")
         return None
     torch.manual_seed(args.seed)  # the sampler's noise: the same whatever ran before (workers, resume)
-    res = evaluate(ema, val_set, categories, args.steps, args.td, args.min_pixels, device=args.device)
+    if cfg.n_past:  # video: stream held-out clips (--steps on the first frame), PQ over their frames, J&F
+        vid = evaluate_video(ema, categories, max(1, args.eval_images // 8), seed=args.seed, device=args.device,
+                               steps_first=args.steps, td=args.td, min_pixels=args.min_pixels)
+        res = vid["panoptic"]
+    else:
+        res = evaluate(ema, val_set, categories, args.steps, args.td, args.min_pixels, device=args.device)
     result = {"step": args.train_steps, "pq": res["All"]["pq"], "pq_things": res["Things"]["pq"],
               "pq_stuff": res["Stuff"]["pq"], "sq": res["All"]["sq"], "rq": res["All"]["rq"],
               "train_time": time.time() - t0, "eval_steps": args.steps, "td": args.td}
+    if cfg.n_past:
+        result.update({"j_and_f": vid["J&F"], "identity": vid["identity"]})
     log.write(json.dumps(result) + "\n")
     log.close()
     print(f"eval: PQ={100 * result['pq']:.1f} PQ_th={100 * result['pq_things']:.1f} "
-          f"PQ_st={100 * result['pq_stuff']:.1f}")
+          f"PQ_st={100 * result['pq_stuff']:.1f}" + (f" J&F={100 * result['j_and_f']:.1f} "
+          f"ID={100 * result['identity']:.1f}" if cfg.n_past else ""))
     return result
 
 
