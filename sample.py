@@ -303,8 +303,9 @@ def val_data(cfg, categories, args, root):
     if args.data_root is None:
         raise ValueError("--data coco needs --data-root DIR, the folder with annotations/ and val2017/")
     ds = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False)
-    if ds.categories != categories:
+    if [(v["name"], v["isthing"]) for v in ds.categories.values()] != [(v["name"], v["isthing"]) for v in categories.values()]:
         raise ValueError(f"{args.ckpt} was trained with other classes than {ds.json_path}'s categories")
+    categories.update(ds.categories)  # with the JSON's category ids
     records = ds.records[:n]
     with open(ds.json_path) as f:
         gt = json.load(f)
@@ -323,11 +324,15 @@ def evaluate(model, categories, args):
     under --out/eval/, scores them with metrics.pq_from_coco_files and prints a table."""
     cfg, dev, m = model.cfg, args.device, model.cfg.mask_size
     root = os.path.join(args.out, "eval")
+    os.makedirs(root, exist_ok=True)
     ds, gt_json, gt_dir, items, paste = val_data(cfg, categories, args, root)
     runs = ([("steps (Fig. 6a)", s, args.td, 0.0) for s in args.sweep_steps]
             + [("td (Fig. 6b)", args.steps, td, 0.0) for td in args.sweep_td]
             + [("inpaint (LDMSeg)", args.steps, args.td, d) for d in args.inpaint_drop])
-    runs = list({r[1:]: r for r in reversed(runs or [("single", args.steps, args.td, 0.0)])}.values())[::-1]
+    unique = {}
+    for r in runs or [("single", args.steps, args.td, 0.0)]:
+        unique.setdefault(r[1:], r)  # the (steps, td) both sweeps share runs once
+    runs = list(unique.values())
     bar = tqdm(total=len(runs) * len(items), desc="evaluate", mininterval=1)
     results = []
     for sweep, steps, td, drop in runs:

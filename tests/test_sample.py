@@ -134,3 +134,18 @@ def test_bad_input_is_one_line_exit_2(case, ckpt, tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith("sample.py: error: ")
+
+
+def test_evaluate_on_coco_files(ckpt, tmp_path):
+    """--data coco reads COCO panoptic as distributed (here: shapes exported with COCO's category ids
+    10 + class) and writes predictions with the JSON's category ids (pq_from_coco_files checks them)."""
+    from data import SHAPES_CATEGORIES, ShapesDataset, write_coco_panoptic
+    ds = ShapesDataset("val", size=4, permute=False)
+    write_coco_panoptic((ds[i] for i in range(4)), str(tmp_path / "coco"), "val",
+                        {k: dict(v, id=10 + k) for k, v in SHAPES_CATEGORIES.items()})
+    r = run(ckpt, "--evaluate", "--data", "coco", "--data-root", "coco", "--n", "4", "--steps", "2",
+            "--sweep-steps", "", "--sweep-td", "", "--out", "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.load(open(tmp_path / "out" / "eval" / "results.json"))["results"]
+    pred = json.load(open(tmp_path / row["predictions"]))
+    assert {s["category_id"] for a in pred["annotations"] for s in a["segments_info"]} <= set(range(11, 16))
