@@ -21,6 +21,8 @@ For an input <stem>.<ext> it writes into --out (inpainting: <stem>_inpaint_*):
   <stem>_figure.png      input | overlay with a legend of the classes present
   <stem>_trajectory.png  --trajectory: the predicted mask after steps 1, 2, 4, ... (Fig. 11)
   <stem>_noise.png       --noise-figure: the mask's analog bits noised to several t, b = 1 and 0.1 (Fig. 3)
+--evaluate writes out/eval/: gt/ (the built-in data as COCO panoptic files), per setting the
+predictions <setting>.json + <setting>/*.png, and results.json with the table it prints.
 """
 import argparse
 import json
@@ -29,19 +31,18 @@ import sys
 import time
 
 import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from PIL import Image, ImageOps  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
+from matplotlib.patches import Patch
+from PIL import Image, ImageOps
+from tqdm import tqdm
 
-from bits import analog_to_mask, mask_to_analog  # noqa: E402
-from data import CocoPanoptic, ShapesDataset, read_panoptic_png, write_coco_panoptic  # noqa: E402
-from diffusion import corrupt, load_model  # noqa: E402
-from metrics import pq_from_coco_files  # noqa: E402
-from schedule import time_pairs  # noqa: E402
+from bits import analog_to_mask, mask_to_analog
+from data import CocoPanoptic, ShapesDataset, read_panoptic_png, write_coco_panoptic
+from diffusion import corrupt, load_model
+from metrics import pq_from_coco_files
+from schedule import time_pairs
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CKPT = os.path.join(REPO, "checkpoints", "shapes-tiny.pt")
@@ -125,7 +126,8 @@ def write_panoptic_png(mask, path, categories, keep=None):
         ys, xs = np.nonzero(natural == n)
         ids[ys, xs] = sid
         segments.append({"id": sid, "category_id": categories[c].get("id", c), "iscrowd": 0, "area": len(ys),
-                         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]})
+                         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
+                                  int(ys.max() - ys.min() + 1)]})
     rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2], -1).astype(np.uint8)
     Image.fromarray(rgb).save(path)
     return segments
@@ -161,7 +163,8 @@ def read_partial(png_path, json_path, categories, size, max_identity):
                          f"--inpaint {json_path}: category ids {bad[:5]} are not among the checkpoint's categories")
     present = [s for s in sorted(segments) if (ids == s).any()]
     if len(present) > max_identity:
-        raise ValueError(f"--inpaint {png_path} has {len(present)} segments; the model's identity bits hold {max_identity}")
+        raise ValueError(f"--inpaint {png_path} has {len(present)} segments; the model's identity bits hold "
+                         f"{max_identity}: void some of them")
     mask = np.zeros(size + (2,), np.int64)
     for k, s in enumerate(present, 1):
         mask[ids == s] = (class_of[segments[s]], k)
@@ -192,7 +195,8 @@ def overlay(image, mask):
 
 def save_figure(path, image, mask, categories, title):
     """input | overlay (titles: a pair of str), with a legend of the classes present (segments of each)."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5 * image.shape[0] / image.shape[1] + 0.5), layout="constrained")
+    fig = Figure(figsize=(9, 3.5 * image.shape[0] / image.shape[1] + 0.5), layout="constrained")
+    axes = fig.subplots(1, 2)
     for ax, im, name in zip(axes, (image, overlay(image, mask)), title):
         ax.imshow(im, interpolation="nearest")
         ax.set_title(name, fontsize=9)
@@ -203,21 +207,19 @@ def save_figure(path, image, mask, categories, title):
     axes[1].legend(handles=handles or [Patch(color="k", label="(all void)")], loc="center left",
                    bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
 
 
 def save_panels(path, rows, title):
     """A grid figure of rows of (image, caption) panels."""
     h, w = rows[0][0][0].shape[:2]
-    fig, axes = plt.subplots(len(rows), len(rows[0]), figsize=(1.7 * len(rows[0]), (1.7 * h / w + 0.4) * len(rows) + 0.3),
-                             squeeze=False, layout="constrained")
+    fig = Figure(figsize=(1.7 * len(rows[0]), (1.7 * h / w + 0.4) * len(rows) + 0.3), layout="constrained")
+    axes = fig.subplots(len(rows), len(rows[0]), squeeze=False)
     for ax, (im, caption) in zip(axes.ravel(), [p for row in rows for p in row]):
         ax.imshow(im, interpolation="nearest")
         ax.set_title(caption, fontsize=8)
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
 
 
 def noise_panels(mask, cfg, seed):
@@ -227,8 +229,9 @@ def noise_panels(mask, cfg, seed):
     rows = []
     for b in (1.0, 0.1):
         m_bits = mask_to_analog(torch.from_numpy(mask)[None], cfg.n_class_bits, cfg.n_identity_bits, b)
-        rows.append([(colours(analog_to_mask(corrupt(m_bits, torch.tensor([t]), eps), cfg.n_class_bits,
-                                             cfg.n_identity_bits)[0].numpy()), f"b={b:g}, t={t:g}") for t in NOISE_TIMES])
+        m_crpt = [corrupt(m_bits, torch.tensor([t]), eps) for t in NOISE_TIMES]
+        rows.append([(colours(analog_to_mask(m, cfg.n_class_bits, cfg.n_identity_bits)[0].numpy()), f"b={b:g}, t={t:g}")
+                     for m, t in zip(m_crpt, NOISE_TIMES)])
     return rows
 
 
@@ -248,7 +251,8 @@ def segment(model, path, categories, args, stem):
                                      categories, size, 2 ** cfg.n_identity_bits - 1)
         known = np.asarray(read_image(args.known).convert("L")) > 0 if args.known else partial[..., 1] > 0
         if known.shape != size:
-            raise ValueError(f"--known {args.known} is {known.shape[1]}x{known.shape[0]}, the image {size[1]}x{size[0]}")
+            raise ValueError(f"--known {args.known} is {known.shape[1]}x{known.shape[0]}, the image "
+                             f"{size[1]}x{size[0]}: give a mask of the image's size")
         kw = dict(known=torch.from_numpy(to_grid(partial, valid, S, m))[None].to(dev),
                   known_region=torch.from_numpy(to_grid(known, valid, S, m))[None].to(dev))
     torch.manual_seed(args.seed)
@@ -272,15 +276,17 @@ def segment(model, path, categories, args, stem):
         times = [t for t, _ in time_pairs(args.steps, args.td)]
         shown = [s for s in range(1, args.steps + 1) if args.steps <= 6 or s & (s - 1) == 0 or s == args.steps]
         small = x[:, :valid[0], :valid[1]].numpy().transpose(1, 2, 0)
-        panels = [(small, "input")] + [(colours(path_masks[s - 1][0].cpu().numpy()[crop]), f"step {s}, t={times[s - 1]:.2f}")
-                                       for s in shown]
-        save_panels(out_path + "_trajectory.png", [panels], f"predicted m_0 across {args.steps} steps, td={args.td:g} (Fig. 11)")
+        panels = [(small, "input")] + [(colours(path_masks[s - 1][0].cpu().numpy()[crop]),
+                                        f"step {s}, t={times[s - 1]:.2f}") for s in shown]
+        save_panels(out_path + "_trajectory.png", [panels],
+                    f"predicted m_0 across {args.steps} steps, td={args.td:g} (Fig. 11)")
         written.append("_trajectory.png")
     if args.noise_figure:
         save_panels(out_path + "_noise.png", noise_panels(mask[0].cpu().numpy()[crop], cfg, args.seed),
                     "masks noised to time t, m_t = sqrt(gamma(t)) m_0 + sqrt(1 - gamma(t)) eps, bits > 0 (Fig. 3)")
         written.append("_noise.png")
-    names = [categories[c]["name"] for c in np.unique(full[(full[..., 0] > 0) & (full[..., 1] > 0)], axis=0)[:, 0].tolist()]
+    pairs = np.unique(full[(full[..., 0] > 0) & (full[..., 1] > 0)], axis=0)
+    names = [categories[c]["name"] for c in pairs[:, 0].tolist()]
     return f"{path}: {len(segments)} segments ({', '.join(names) or 'none'}) -> {out_path}{{{','.join(written)}}}"
 
 
@@ -303,7 +309,8 @@ def val_data(cfg, categories, args, root):
     if args.data_root is None:
         raise ValueError("--data coco needs --data-root DIR, the folder with annotations/ and val2017/")
     ds = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False)
-    if [(v["name"], v["isthing"]) for v in ds.categories.values()] != [(v["name"], v["isthing"]) for v in categories.values()]:
+    if [(v["name"], v["isthing"]) for v in ds.categories.values()] != \
+            [(v["name"], v["isthing"]) for v in categories.values()]:
         raise ValueError(f"{args.ckpt} was trained with other classes than {ds.json_path}'s categories")
     categories.update(ds.categories)  # with the JSON's category ids
     records = ds.records[:n]
@@ -367,7 +374,8 @@ def evaluate(model, categories, args):
         json.dump({"ckpt": args.ckpt, "data": args.data, "n": len(items), "min_pixels": args.min_pixels,
                    "seed": args.seed, "gt": gt_json, "results": results}, f, indent=1)
     print(f"PQ of {args.ckpt} on {len(items)} {args.data} val images (COCO panoptic files in {root}/), in %:")
-    print(f"{'sweep':<18}{'steps':>6}{'td':>6}{'drop':>6}{'PQ':>7}{'PQ_th':>7}{'PQ_st':>7}{'SQ':>7}{'RQ':>7}{'s/img':>8}")
+    print(f"{'sweep':<18}{'steps':>6}{'td':>6}{'drop':>6}{'PQ':>7}{'PQ_th':>7}{'PQ_st':>7}{'SQ':>7}{'RQ':>7}"
+          f"{'s/img':>8}")
     for r in results:
         print(f"{r['sweep']:<18}{r['steps']:>6}{r['td']:>6g}{r['drop']:>6g}" + "".join(
             f"{100 * r[k]:>7.1f}" for k in ("pq", "pq_things", "pq_stuff", "sq", "rq")) + f"{r['sec_per_image']:>8.3f}")
@@ -412,11 +420,13 @@ def get_args(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise")
     ap.add_argument("--out", default="out", help="output folder")
     ap.add_argument("--trajectory", action="store_true", help="also the predicted mask across the steps (Fig. 11)")
-    ap.add_argument("--noise-figure", action="store_true", help="also the mask noised at several t for b = 1, 0.1 (Fig. 3)")
+    ap.add_argument("--noise-figure", action="store_true",
+                    help="also the mask noised at several t for b = 1 and 0.1 (Fig. 3)")
     ap.add_argument("--inpaint", metavar="PARTIAL.png", help="complete this partial mask (see below)")
     ap.add_argument("--segments", metavar="JSON", help="the COCO panoptic JSON of PARTIAL.png (default: beside it)")
     ap.add_argument("--known", metavar="KNOWN.png", help="nonzero pixels = known (default: PARTIAL's non-void)")
-    ap.add_argument("--evaluate", action="store_true", help="PQ on a validation set, sweeping --sweep-steps and --sweep-td")
+    ap.add_argument("--evaluate", action="store_true",
+                    help="PQ on a validation set, sweeping --sweep-steps and --sweep-td")
     ap.add_argument("--data", choices=["shapes", "coco"], default="shapes", help="--evaluate: the validation set")
     ap.add_argument("--data-root", help="--data coco: the folder with annotations/ and val2017/")
     ap.add_argument("--n", type=int, default=100, help="--evaluate: number of validation images")
