@@ -47,7 +47,7 @@ from schedule import time_pairs
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CKPT = os.path.join(REPO, "checkpoints", "shapes-tiny.pt")
 NOISE_TIMES = (0.0, 0.05, 0.1, 0.2, 0.4, 0.7, 0.9)  # Fig. 3's columns
-TAB10 = np.array(matplotlib.colormaps["tab10"].colors)
+TAB10 = np.array(matplotlib.colormaps["tab10"].colors, np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,6 +141,11 @@ def write_panoptic_json(path, images, annotations, categories):
                    "annotations": annotations, "categories": cats}, f)
 
 
+def class_of(categories):
+    """{JSON category id: class}: COCO's ids for a checkpoint trained on COCO, else the class itself."""
+    return {info.get("id", c): c for c, info in categories.items()}
+
+
 def read_partial(png_path, json_path, categories, size, max_identity):
     """A partial mask in the format sample.py writes -> (mask int[H, W, 2] with the PNG's segments as
     identities 1..N in id order, keep {(class, identity): PNG id})."""
@@ -155,9 +160,9 @@ def read_partial(png_path, json_path, categories, size, max_identity):
                          f"{str(e).splitlines()[0][:150]}); give a PNG and JSON as sample.py writes them") from None
     if ids.shape != size:
         raise ValueError(f"--inpaint {png_path} is {ids.shape[1]}x{ids.shape[0]} but the image is {size[1]}x{size[0]}")
-    class_of = {info.get("id", c): c for c, info in categories.items()}
+    cls = class_of(categories)
     unknown = sorted(set(np.unique(ids).tolist()) - set(segments) - {0})
-    bad = sorted(set(segments.values()) - set(class_of))
+    bad = sorted(set(segments.values()) - set(cls))
     if unknown or bad:
         raise ValueError(f"--inpaint {png_path}: segment ids {unknown[:5]} are not in {json_path}" if unknown else
                          f"--inpaint {json_path}: category ids {bad[:5]} are not among the checkpoint's categories")
@@ -167,8 +172,8 @@ def read_partial(png_path, json_path, categories, size, max_identity):
                          f"{max_identity}: void some of them")
     mask = np.zeros(size + (2,), np.int64)
     for k, s in enumerate(present, 1):
-        mask[ids == s] = (class_of[segments[s]], k)
-    return mask, {(class_of[segments[s]], k): s for k, s in enumerate(present, 1)}
+        mask[ids == s] = (cls[segments[s]], k)
+    return mask, {(cls[segments[s]], k): s for k, s in enumerate(present, 1)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +182,7 @@ def read_partial(png_path, json_path, categories, size, max_identity):
 def colours(mask):
     """mask: int[..., 2] -> float[..., 3] in [0, 1]: a tab10 hue per class, a shade per identity, void black."""
     cls, ident = mask[..., 0], mask[..., 1]
-    rgb = TAB10[(cls - 1) % 10] * (0.5 + 0.5 * ((ident * 0.618034) % 1.0))[..., None]
+    rgb = TAB10[(cls - 1) % 10] * (0.5 + 0.5 * ((ident * 0.618034) % 1.0)).astype(np.float32)[..., None]
     rgb[(cls == 0) | (ident == 0)] = 0
     return rgb
 
@@ -193,17 +198,18 @@ def overlay(image, mask):
     return (out * 255).round().astype(np.uint8)
 
 
-def save_figure(path, image, mask, categories, title):
-    """input | overlay (titles: a pair of str), with a legend of the classes present (segments of each)."""
-    fig = Figure(figsize=(9, 3.5 * image.shape[0] / image.shape[1] + 0.5), layout="constrained")
+def save_figure(path, images, titles, classes, categories):
+    """Two images side by side (input, overlay) with a legend of the classes present (the class of
+    each segment: `classes`), shown at most ~800 pixels wide."""
+    step = max(1, max(images[0].shape[:2]) // 800)
+    fig = Figure(figsize=(9, 3.5 * images[0].shape[0] / images[0].shape[1] + 0.5), layout="constrained")
     axes = fig.subplots(1, 2)
-    for ax, im, name in zip(axes, (image, overlay(image, mask)), title):
-        ax.imshow(im, interpolation="nearest")
-        ax.set_title(name, fontsize=9)
+    for ax, im, title in zip(axes, images, titles):
+        ax.imshow(im[::step, ::step], interpolation="nearest")
+        ax.set_title(title, fontsize=9)
         ax.axis("off")
-    pairs = np.unique(mask[(mask[..., 0] > 0) & (mask[..., 1] > 0)], axis=0)
-    handles = [Patch(color=TAB10[(c - 1) % 10], label=f"{categories[c]['name']} ({(pairs[:, 0] == c).sum()})")
-               for c in np.unique(pairs[:, 0]).tolist()]
+    handles = [Patch(color=TAB10[(c - 1) % 10], label=f"{categories[c]['name']} ({classes.count(c)})")
+               for c in sorted(set(classes))]
     axes[1].legend(handles=handles or [Patch(color="k", label="(all void)")], loc="center left",
                    bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -266,10 +272,12 @@ def segment(model, path, categories, args, stem):
     write_panoptic_json(out_path + "_panoptic.json", [{"id": 1, "file_name": os.path.basename(path),
                                                         "height": size[0], "width": size[1]}],
                         [{"image_id": 1, "file_name": stem + "_panoptic.png", "segments_info": segments}], categories)
-    image = np.asarray(im, np.float32) / 255
-    Image.fromarray(overlay(image, full)).save(out_path + "_overlay.png")
+    image = np.asarray(im)
+    shown = overlay(image.astype(np.float32) / 255, full)
+    Image.fromarray(shown).save(out_path + "_overlay.png")
+    classes = [class_of(categories)[s["category_id"]] for s in segments]
     title = ("inpainted" if args.inpaint else "prediction") + f": {args.steps} steps, td={args.td:g}"
-    save_figure(out_path + "_figure.png", image, full, categories, (os.path.basename(path), title))
+    save_figure(out_path + "_figure.png", (image, shown), (os.path.basename(path), title), classes, categories)
     written = ["_panoptic.png", "_panoptic.json", "_overlay.png", "_figure.png"]
     crop = (slice(0, -(-valid[0] * m // S)), slice(0, -(-valid[1] * m // S)))  # the image's part of the grid
     if args.trajectory:
@@ -285,8 +293,7 @@ def segment(model, path, categories, args, stem):
         save_panels(out_path + "_noise.png", noise_panels(mask[0].cpu().numpy()[crop], cfg, args.seed),
                     "masks noised to time t, m_t = sqrt(gamma(t)) m_0 + sqrt(1 - gamma(t)) eps, bits > 0 (Fig. 3)")
         written.append("_noise.png")
-    pairs = np.unique(full[(full[..., 0] > 0) & (full[..., 1] > 0)], axis=0)
-    names = [categories[c]["name"] for c in pairs[:, 0].tolist()]
+    names = [categories[c]["name"] for c in classes]
     return f"{path}: {len(segments)} segments ({', '.join(names) or 'none'}) -> {out_path}{{{','.join(written)}}}"
 
 
