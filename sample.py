@@ -416,16 +416,16 @@ def floats(s):
 
 
 def get_args(argv=None):
-    ap = Parser(prog="sample.py", description=__doc__.split("\n\n")[0], epilog=HELP_INPAINT,
+    ap = Parser(prog="sample.py", description="\n\n".join(__doc__.split("\n\n")[:2]), epilog=HELP_INPAINT,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("images", nargs="*", metavar="IMG", help="image files (any size or mode)")
     ap.add_argument("--ckpt", default=DEFAULT_CKPT, help="a checkpoint of train.py (default: the shipped "
                     "checkpoints/shapes-tiny.pt, trained on the built-in synthetic shapes only)")
-    ap.add_argument("--steps", type=int, default=20, help="sampling steps (Alg. 2)")
-    ap.add_argument("--td", type=float, default=2.0, help="time difference td of the asymmetric time steps")
-    ap.add_argument("--min-pixels", type=int, default=4, help="segments with fewer mask pixels become void")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise")
-    ap.add_argument("--out", default="out", help="output folder")
+    ap.add_argument("--steps", type=int, default=20, help="sampling steps (Alg. 2) (%(default)s)")
+    ap.add_argument("--td", type=float, default=2.0, help="time difference td of Alg. 2's time steps (%(default)s)")
+    ap.add_argument("--min-pixels", type=int, default=4, help="smaller segments (mask pixels) become void (%(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (%(default)s)")
+    ap.add_argument("--out", default="out", help="output folder (%(default)s)")
     ap.add_argument("--trajectory", action="store_true", help="also the predicted mask across the steps (Fig. 11)")
     ap.add_argument("--noise-figure", action="store_true",
                     help="also the mask noised at several t for b = 1 and 0.1 (Fig. 3)")
@@ -436,14 +436,15 @@ def get_args(argv=None):
                     help="PQ on a validation set, sweeping --sweep-steps and --sweep-td")
     ap.add_argument("--data", choices=["shapes", "coco"], default="shapes", help="--evaluate: the validation set")
     ap.add_argument("--data-root", help="--data coco: the folder with annotations/ and val2017/")
-    ap.add_argument("--n", type=int, default=100, help="--evaluate: number of validation images")
-    ap.add_argument("--sweep-steps", type=ints, default="1,2,5,10,20", help="--evaluate: steps at --td (Fig. 6a)")
-    ap.add_argument("--sweep-td", type=floats, default="0,1,2,4", help="--evaluate: td at --steps (Fig. 6b)")
+    ap.add_argument("--n", type=int, default=100, help="--evaluate: number of validation images (%(default)s)")
+    ap.add_argument("--sweep-steps", type=ints, default="1,2,5,10,20",
+                    help="--evaluate: steps at --td (Fig. 6a) (%(default)s)")
+    ap.add_argument("--sweep-td", type=floats, default="0,1,2,4", help="--evaluate: td at --steps (Fig. 6b) (%(default)s)")
     ap.add_argument("--inpaint-drop", type=floats, default="", help="--evaluate: inpaint the gt with these "
                     "fractions of its block x block cells unknown, e.g. 0.1,0.5,0.9 (LDMSeg Fig. 9)")
-    ap.add_argument("--block", type=int, default=4, help="--inpaint-drop: cell size in mask pixels")
-    ap.add_argument("--batch-size", type=int, default=25, help="--evaluate: images per forward pass")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--block", type=int, default=4, help="--inpaint-drop: cell size in mask pixels (%(default)s)")
+    ap.add_argument("--batch-size", type=int, default=25, help="--evaluate: images per forward pass (%(default)s)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     ap.add_argument("--kernels", choices=["auto", "on", "off"], default="auto",
                     help="Triton kernels: auto = on CUDA tensors only")
     args = ap.parse_args(argv)
