@@ -423,7 +423,7 @@ def get_args(argv=None):
                     "checkpoints/shapes-tiny.pt, trained on the built-in synthetic shapes only)")
     ap.add_argument("--steps", type=int, default=20, help="sampling steps (Alg. 2) (%(default)s)")
     ap.add_argument("--td", type=float, default=2.0, help="time difference td of Alg. 2's time steps (%(default)s)")
-    ap.add_argument("--min-pixels", type=int, default=4, help="smaller segments (mask pixels) become void (%(default)s)")
+    ap.add_argument("--min-pixels", type=int, default=4, help="smaller segments (mask pixels) are void (%(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (%(default)s)")
     ap.add_argument("--out", default="out", help="output folder (%(default)s)")
     ap.add_argument("--trajectory", action="store_true", help="also the predicted mask across the steps (Fig. 11)")
@@ -439,7 +439,8 @@ def get_args(argv=None):
     ap.add_argument("--n", type=int, default=100, help="--evaluate: number of validation images (%(default)s)")
     ap.add_argument("--sweep-steps", type=ints, default="1,2,5,10,20",
                     help="--evaluate: steps at --td (Fig. 6a) (%(default)s)")
-    ap.add_argument("--sweep-td", type=floats, default="0,1,2,4", help="--evaluate: td at --steps (Fig. 6b) (%(default)s)")
+    ap.add_argument("--sweep-td", type=floats, default="0,1,2,4",
+                    help="--evaluate: td at --steps (Fig. 6b) (%(default)s)")
     ap.add_argument("--inpaint-drop", type=floats, default="", help="--evaluate: inpaint the gt with these "
                     "fractions of its block x block cells unknown, e.g. 0.1,0.5,0.9 (LDMSeg Fig. 9)")
     ap.add_argument("--block", type=int, default=4, help="--inpaint-drop: cell size in mask pixels (%(default)s)")
