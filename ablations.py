@@ -45,8 +45,8 @@ def git_state():
 
 def run_name(knobs, args):
     """The run folder's name: every flag that changes the trained model or its eval."""
-    return (f"b{knobs['scale']:g}_{knobs['loss']}_p{knobs['p']:g}_n{args.train_steps}_bs{args.batch_size}"
-            f"_e{args.eval_images}_s{args.steps}_td{args.td:g}_seed{args.seed}")
+    return (f"b{knobs['scale']:g}_{knobs['loss']}_p{knobs['p']:g}_n{args.train_steps}_w{args.warmup}"
+            f"_bs{args.batch_size}_e{args.eval_images}_s{args.steps}_td{args.td:g}_seed{args.seed}")
 
 
 def final_result(run_dir):
@@ -68,7 +68,8 @@ def train_run(knobs, args, done):
     result = final_result(run_dir) if args.reuse else None
     if result is None:
         result = train.main(["--out", args.out, "--name", name, "--train-steps", str(args.train_steps),
-                             "--batch-size", str(args.batch_size), "--eval-images", str(args.eval_images),
+                             "--batch-size", str(args.batch_size), "--warmup", str(args.warmup),
+                             "--eval-images", str(args.eval_images),
                              "--steps", str(args.steps), "--td", str(args.td), "--seed", str(args.seed),
                              "--scale", str(knobs["scale"]), "--loss", knobs["loss"], "--p", str(knobs["p"])])
         with open(os.path.join(run_dir, "git.json"), "w") as f:
@@ -192,7 +193,9 @@ def get_args(argv=None):
     ap.add_argument("--sweep-steps", type=number_list(int), default=SAMPLING["steps"], help="sampling: steps at --td")
     ap.add_argument("--sweep-td", type=number_list(float), default=SAMPLING["td"], help="sampling: td at --steps")
     ap.add_argument("--ckpt", default=None, help="sampling: sweep this checkpoint instead of training the default run")
-    ap.add_argument("--train-steps", type=int, default=200)
+    ap.add_argument("--train-steps", type=int, default=150)
+    ap.add_argument("--warmup", type=int, default=20, help="linear warm-up steps of the lr (train.py's default, 100, "
+                    "is for its 1200 steps)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--eval-images", type=int, default=100)
     ap.add_argument("--steps", type=int, default=20, help="sampling steps of every eval (Fig. 6b's fixed steps)")
@@ -204,6 +207,8 @@ def get_args(argv=None):
     for flag in ("train_steps", "batch_size", "eval_images", "steps"):
         if getattr(args, flag) < 1:
             ap.error(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.warmup < 0:
+        ap.error("--warmup must be >= 0")
     if args.td < 0 or min(args.sweep_td, default=0) < 0 or min(args.sweep_steps, default=1) < 1:
         ap.error("--td and --sweep-td must be >= 0, --sweep-steps >= 1")
     if args.values is not None:
@@ -233,7 +238,8 @@ def main(argv=None):
             rows = sampling_ablation(args, done)
         else:
             rows = training_ablation(ablation, args.values or tuple(PAPER[ablation]), args, done)
-        length = f"{args.train_steps} steps of batch {args.batch_size}, PQ on {args.eval_images} held-out images"
+        length = (f"{args.train_steps} steps of batch {args.batch_size} (warm-up {args.warmup}), "
+                  f"PQ on {args.eval_images} held-out images")
         if ablation != "sampling":
             length += f", {args.steps} steps td {args.td:g}"
         text = f"{ablation} ({length}; seed {args.seed}):\n\n{table(ablation, rows)}\n"
@@ -242,9 +248,9 @@ def main(argv=None):
         with open(stem + ".md", "w") as f:
             f.write(text)
         with open(stem + ".json", "w") as f:
-            json.dump({"ablation": ablation, "train_steps": args.train_steps, "batch_size": args.batch_size,
-                       "eval_images": args.eval_images, "steps": args.steps, "td": args.td, "seed": args.seed,
-                       "rows": rows}, f, indent=1)
+            json.dump({"ablation": ablation, "train_steps": args.train_steps, "warmup": args.warmup,
+                       "batch_size": args.batch_size, "eval_images": args.eval_images, "steps": args.steps,
+                       "td": args.td, "seed": args.seed, "rows": rows}, f, indent=1)
         plot(ablation, rows, stem + ".png", f"{ablation}: {length}")
         out[ablation] = rows
     return out
