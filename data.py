@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from metrics import _read_ids as read_panoptic_png  # id = R + 256 G + 256**2 B
+from metrics import read_panoptic_png, write_panoptic_png  # id = R + 256 G + 256**2 B
 
 SHAPES_CATEGORIES = {
     1: {"name": "sky", "isthing": 0},
@@ -382,8 +382,7 @@ def write_coco_panoptic(examples, out_dir, split, categories, image_format="jpg"
         name = f"{n:012d}"
         Image.fromarray((image.transpose(1, 2, 0) * 255).round().clip(0, 255).astype(np.uint8)).save(
             os.path.join(image_dir, f"{name}.{image_format}"), **({"quality": 95} if image_format == "jpg" else {}))
-        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256**2], -1).astype(np.uint8)
-        Image.fromarray(rgb).save(os.path.join(png_dir, f"{name}.png"))
+        write_panoptic_png(ids, os.path.join(png_dir, f"{name}.png"))
         segments = []
         for i in np.unique(ids[ids > 0]).tolist():
             ys, xs = np.nonzero(ids == i)

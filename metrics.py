@@ -156,7 +156,14 @@ class PanopticQuality:
         return result
 
 
-def _read_ids(path):
+def write_panoptic_png(ids, path):
+    """Save int[H, W] segment ids (< 256^3) as a COCO panoptic PNG: R + 256 G + 256^2 B = id."""
+    ids = np.asarray(ids, dtype=np.int64)
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2], -1).astype(np.uint8)
+    Image.fromarray(rgb).save(path)
+
+
+def read_panoptic_png(path):
     """int64[H, W] segment ids of a COCO panoptic PNG: id = R + 256 G + 256^2 B."""
     with Image.open(path) as im:
         rgb = np.array(im, dtype=np.int64)
@@ -194,8 +201,8 @@ def pq_from_coco_files(gt_json, gt_folder, pred_json, pred_folder):
             raise ValueError(f"no prediction for the gt image with image_id {image_id} in {pred_json}; "
                              f"every gt image needs an annotation in the predictions")
         pred_ann = pred_anns[image_id]
-        gt_ids = _read_ids(os.path.join(gt_folder, gt_ann["file_name"]))
-        pred_ids = _read_ids(os.path.join(pred_folder, pred_ann["file_name"]))
+        gt_ids = read_panoptic_png(os.path.join(gt_folder, gt_ann["file_name"]))
+        pred_ids = read_panoptic_png(os.path.join(pred_folder, pred_ann["file_name"]))
         if gt_ids.shape != pred_ids.shape:
             raise ValueError(f"image_id {image_id}: prediction PNG is {pred_ids.shape[::-1]} (w, h), "
                              f"gt PNG is {gt_ids.shape[::-1]}; they must have the same size")

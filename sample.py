@@ -39,9 +39,9 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from bits import analog_to_mask, mask_to_analog
-from data import CocoPanoptic, ShapesDataset, read_panoptic_png, write_coco_panoptic
+from data import CocoPanoptic, ShapesDataset, write_coco_panoptic
 from diffusion import corrupt, load_model
-from metrics import pq_from_coco_files
+from metrics import pq_from_coco_files, read_panoptic_png, write_panoptic_png as write_ids_png
 from schedule import time_pairs
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -128,8 +128,7 @@ def write_panoptic_png(mask, path, categories, keep=None):
         segments.append({"id": sid, "category_id": categories[c].get("id", c), "iscrowd": 0, "area": len(ys),
                          "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
                                   int(ys.max() - ys.min() + 1)]})
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2], -1).astype(np.uint8)
-    Image.fromarray(rgb).save(path)
+    write_ids_png(ids, path)
     return segments
 
 

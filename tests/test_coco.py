@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from data import SHAPES_CATEGORIES, CocoPanoptic, DataError, ShapesDataset, coco_paths, write_coco_panoptic
-from metrics import _read_ids
+from metrics import read_panoptic_png
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "..", "shared", "data", "coco-panoptic-sample")
@@ -150,7 +150,7 @@ def test_real_coco_sample_loads_with_crowd_as_void():
         image, mask = ds[i]
         assert image.shape == (3, 640, 640) and mask.shape == (640, 640, 2)
         full = ds.paste_back(mask, i)  # longer side 640: no resizing, the PNG's own pixels
-        ids = torch.from_numpy(_read_ids(r["png"]))
+        ids = torch.from_numpy(read_panoptic_png(r["png"]))
         assert full.shape[:2] == ids.shape
         info = json.load(open(ds.json_path))
         segs = next(a for a in info["annotations"] if a["image_id"] == r["image_id"])["segments_info"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from metrics import _read_ids
+from metrics import read_panoptic_png
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(REPO, "checkpoints", "shapes-tiny.pt")
@@ -43,7 +43,7 @@ def run(ckpt, *args, cwd):
 
 def check_panoptic(png, js, size, categories):
     """The PNG has the input's size and exactly the ids its JSON lists, with known categories."""
-    ids = _read_ids(png)
+    ids = read_panoptic_png(png)
     assert ids.shape == size
     d = json.load(open(js))
     (ann,) = d["annotations"]
@@ -99,7 +99,7 @@ def test_inpaint_keeps_known_pixels(outputs, ckpt):
             "--steps", "3", "--out", "out", cwd=tmp)
     assert r.returncode == 0, r.stderr
     categories = {int(k) for k in torch.load(ckpt, weights_only=True)["categories"]}
-    given = _read_ids(tmp / "out" / "shapes_val_0_panoptic.png")
+    given = read_panoptic_png(tmp / "out" / "shapes_val_0_panoptic.png")
     got = check_panoptic(tmp / "out" / "shapes_val_0_inpaint_panoptic.png",
                          tmp / "out" / "shapes_val_0_inpaint_panoptic.json", (64, 64), categories)
     assert (got[:, :40] == given[:, :40]).all()
