@@ -13,7 +13,7 @@ import video
 from bits import analog_to_mask
 from data import SHAPES_CATEGORIES, ShapesVideoDataset, shapes_video
 from diffusion import Pix2SeqD, tiny_config
-from metrics import _read_ids as read_png_ids
+from metrics import read_panoptic_png as read_png_ids
 
 SMALL = dict(resnet_widths=(8, 16, 32), resnet_depths=(1, 1, 1), resnet_stem=8, enc_dim=32, enc_layers=1, enc_heads=2,
              enc_mlp=64, feat_dim=16, dec_base=8, dec_mults=(1, 2), dec_dim=32, dec_layers=1, dec_heads=2)
