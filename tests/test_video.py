@@ -85,8 +85,9 @@ def test_past_bits_shapes_and_zeros_for_absent_masks():
     past = video.past_bits(model, prev, keep)
     n = model.cfg.n_bits
     assert past.shape == (3, 2 * n, 32, 32)
-    assert torch.equal(past[0, :n], model.to_bits(prev[:, 0])[0]) and torch.equal(past[0, n:], model.to_bits(prev[:, 1])[0])
-    assert past[1, :n].abs().sum() == 0 and past[1, n:].abs().min() == model.cfg.scale
+    b = model.cfg.scale  # the past's clean bits are +-1 (+-b / b)
+    assert torch.equal(past[0, :n], model.to_bits(prev[:, 0])[0] / b) and torch.equal(past[0, n:], model.to_bits(prev[:, 1])[0] / b)
+    assert past[1, :n].abs().sum() == 0 and torch.equal(past[1, n:].abs(), torch.ones(n, 32, 32))
     assert past[2].abs().sum() == 0
     images, masks, p = video.video_inputs(model, torch.rand(3, 3, 3, 64, 64), torch.cat([prev, prev[:, :1]], 1), keep)
     assert images.shape == (3, 3, 64, 64) and torch.equal(masks, prev[:, 0]) and torch.equal(p, past)
@@ -133,7 +134,7 @@ def test_stream_feeds_predictions_back(monkeypatch):
     n = model.cfg.n_bits
     assert calls[0][1].abs().sum() == 0  # frame 0: no past
     assert calls[1][1][:, :n].abs().sum() == 0  # frame 1: t-2 absent, t-1 = frame 0's prediction
-    assert torch.equal(calls[1][1][:, n:], model.to_bits(first.expand(2, -1, -1, -1)))
+    assert torch.equal(calls[1][1][:, n:], model.to_bits(first.expand(2, -1, -1, -1)) / model.cfg.scale)
     assert torch.equal(calls[2][1][:, :n], calls[2][1][:, n:])
     image_model, image_calls, _ = copying_model(monkeypatch, n_past=0)
     video.stream(image_model, torch.rand(1, 3, 3, 64, 64), steps_first=6, steps_rest=2)
