@@ -27,8 +27,11 @@ def test_two_gloo_processes_train_like_one(tmp_path):
     assert "x 2 processes" in r.stdout and r.stdout.strip().splitlines()[-1].startswith("eval: PQ=")
     one, two = (torch.load(tmp_path / name / "ckpt.pt", weights_only=True) for name in ("one", "two"))
     assert one["step"] == two["step"] == 3
-    worst = max((one["model"][k] - two["model"][k]).abs().max().item() for k in one["model"])
-    assert worst < 1e-4, worst
+    diff = torch.cat([(one["model"][k] - two["model"][k]).abs().flatten() for k in one["model"]])
+    # AdamW's first steps move a weight by about lr * sign(g): where g is float noise (all-reduced
+    # halves vs one sum) the sign can flip, so a few weights may differ by up to ~2 lr; the typical
+    # weight must agree closely (noise that depended on the rank split moves them all).
+    assert diff.max() < 2.5e-3 and diff.mean() < 1e-6, (diff.max(), diff.mean())
     losses = [[json.loads(line)["loss"] for line in open(tmp_path / name / "log.jsonl") if '"loss"' in line]
               for name in ("one", "two")]
     assert len(losses[0]) == 3
