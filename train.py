@@ -69,7 +69,7 @@ def get_args(argv=None):
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     ap.add_argument("--name", default=None, help="run name: writes runs/<name>/ (default: <dataset>-<preset>)")
     ap.add_argument("--out", default="runs", help="folder of runs")
-    ap.add_argument("--train-steps", type=int, default=1000, help="(COCO default: 800 epochs, App. B)")
+    ap.add_argument("--train-steps", type=int, default=900, help="(COCO default: 800 epochs, App. B)")
     ap.add_argument("--batch-size", type=int, default=32, help="global batch, split over torchrun's processes")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (paper, COCO: 1e-4)")
     ap.add_argument("--weight-decay", type=float, default=0.05)
