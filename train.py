@@ -32,7 +32,6 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-import kernels
 from data import CocoPanoptic, DataError, ShapesDataset, ShapesVideoDataset
 from diffusion import PRESETS, Config, Pix2SeqD, load_model
 from metrics import PanopticQuality

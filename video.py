@@ -197,8 +197,8 @@ def evaluation_table(args):
     runs.append(("video model, past masks off (per frame)", model, None, False))
     if args.baseline_ckpt:
         runs.append(("image model, per frame", load_model(args.baseline_ckpt, args.device)[0], None, False))
-    print(f"| model | steps first/rest | decoder passes per clip | J&F | J mean | F mean | J recall | identity "
-          f"consistency | PQ (frames) |\n|---|---|---|---|---|---|---|---|---|")
+    print("| model | steps first/rest | decoder passes per clip | J&F | J mean | F mean | J recall | identity "
+          "consistency | PQ (frames) |\n|---|---|---|---|---|---|---|---|---|")
     for name, m, rest, feedback in runs:
         torch.manual_seed(args.seed)
         r = evaluate(m, categories, steps_first=args.steps_first, steps_rest=rest or args.steps_first,

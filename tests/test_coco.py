@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from data import SHAPES_CATEGORIES, CocoPanoptic, DataError, ShapesDataset, coco_paths, write_coco_panoptic
 from metrics import read_panoptic_png
