@@ -7,6 +7,7 @@ Pix2SeqD     the encoder (run once per image) and the mask decoder (iterated);
 """
 import math
 import os
+import pickle
 from dataclasses import asdict, dataclass
 
 import torch
@@ -169,6 +170,12 @@ class Pix2SeqD(nn.Module):
         before the decoder sees it (a fixed, invertible rescaling given t, as in EDM's c_in). The
         paper feeds m_t as is; unscaled +-0.1 bits took the tiny model many times longer to learn to
         read (measured: identity accuracy on clean input 0.25 vs 0.83 after 40 steps)."""
+        n_past = self.cfg.n_past * self.cfg.n_bits
+        if past is None and n_past:  # a video model without past frames: zeros (Sec. 3.4, first frame)
+            past = m_t.new_zeros(m_t.shape[0], n_past, *m_t.shape[2:])
+        if past is not None and past.shape[1] != n_past:
+            raise ValueError(f"past must have {n_past} channels (n_past={self.cfg.n_past} masks of "
+                             f"{self.cfg.n_bits} bits), got {list(past.shape)}")
         g = gamma(t.double())
         m_in = m_t / (g * self.cfg.scale ** 2 + 1 - g).sqrt().to(m_t.dtype).view(-1, 1, 1, 1)
         out = self.decoder(m_in, *h, g.to(m_t.dtype), past)
@@ -265,6 +272,8 @@ def load_model(path, device="cpu"):
         model = Pix2SeqD(Config.from_dict(ckpt["config"]))
         model.load_state_dict(ckpt["ema"])
     except Exception as e:  # any unpickling / key / shape problem means the same thing to a user
-        raise ValueError(f"{path} is not a readable pix2seq-d checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]}): re-create it with train.py") from None
+        # (torch's unpickling message suggests weights_only=False: never for an untrusted file)
+        why = "not a torch file of tensors" if isinstance(e, pickle.UnpicklingError) else \
+            f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+        raise ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why}): re-create it with train.py") from None
     return model.to(device).eval(), ckpt

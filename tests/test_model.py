@@ -75,3 +75,16 @@ def test_inpainting_keeps_known_pixels(model):
 def test_paper_preset_parameter_count():
     n = sum(p.numel() for p in Pix2SeqD(paper_config()).parameters())
     assert 60e6 < n < 100e6  # the paper reports 94.5M; see README for this implementation's count
+
+
+def test_video_model_without_past_uses_zeros_and_rejects_wrong_past():
+    torch.manual_seed(0)
+    video_model = Pix2SeqD(tiny_config(mask_size=16, image_size=32, n_past=2)).eval()
+    images, _ = batch()
+    torch.manual_seed(4)
+    a = video_model.infer(images, steps=2)
+    torch.manual_seed(4)
+    b = video_model.infer(images, steps=2, past=torch.zeros(2, 12, 16, 16))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="past must have 12 channels"):
+        video_model.infer(images, steps=1, past=torch.zeros(2, 6, 16, 16))
