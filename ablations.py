@@ -22,6 +22,7 @@ import sys
 import torch
 
 import train
+from cli import Parser
 from diffusion import load_model, tiny_config
 
 # The paper's PQ on MS-COCO val (Sec. 4.3: 100 epochs, batch 128, 512 px images, 256 px masks).
@@ -170,11 +171,6 @@ def plot(ablation, rows, path, title):
     fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=80)
     plt.close(fig)
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse's default prints the usage too)
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def number_list(kind):

@@ -25,9 +25,9 @@ For an input <stem>.<ext> it writes into --out (inpainting: <stem>_inpaint_*):
 predictions <setting>.json + <setting>/*.png, and results.json with the table it prints.
 """
 import argparse
+import functools
 import json
 import os
-import sys
 import time
 
 import matplotlib
@@ -38,7 +38,9 @@ from matplotlib.patches import Patch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+import cli
 from bits import analog_to_mask, mask_to_analog
+from cli import Parser
 from data import CocoPanoptic, ShapesDataset, write_coco_panoptic
 from diffusion import corrupt, load_model
 from metrics import pq_from_coco_files, read_panoptic_png, write_panoptic_png as write_ids_png
@@ -401,11 +403,6 @@ At each step the known pixels' analog bits are the partial mask's noised to the 
 known pixels come out as given (same segment ids); the rest is sampled."""
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse's default prints the usage too)
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def ints(s):
     return [int(v) for v in s.split(",") if v.strip()]
 
@@ -475,9 +472,7 @@ def checkpoint_categories(ckpt, path, cfg):
     return categories
 
 
-def fail(message):
-    print(f"sample.py: error: {' '.join(str(message).split())}", file=sys.stderr)
-    sys.exit(2)
+fail = functools.partial(cli.fail, "sample.py")
 
 
 def main(argv=None):

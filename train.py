@@ -16,14 +16,12 @@ the model, EMA, optimizer, step and seed; no RNG state is needed), and N process
 torchrun (DistributedDataParallel, each taking every N-th example of the global --batch-size)
 compute what one process computes, up to float summation order.
 """
-import argparse
 import copy
 import dataclasses
 import functools
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
@@ -32,15 +30,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+import cli
+from cli import Parser
 from data import CocoPanoptic, DataError, ShapesDataset, ShapesVideoDataset
 from diffusion import PRESETS, Config, Pix2SeqD, load_model
 from metrics import PanopticQuality
 from video import evaluate as evaluate_video, init_from_image, video_inputs
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse's default prints the usage too)
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 # --dataset coco: App. B's low-resolution stage (256 px images, 128 px masks, 800 epochs of batch 512,
@@ -283,10 +278,7 @@ def save_checkpoint(path, state):
     os.replace(tmp, path)
 
 
-def fail(message):
-    """A one-line error and exit status 2, as argparse's."""
-    print(f"train.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
+fail = functools.partial(cli.fail, "train.py")
 
 
 def main(argv=None):

@@ -15,7 +15,6 @@ init_from_image            train.py --init: an image model's weights, past chann
 stream                     Alg. 2 frame by frame, predictions fed back
 evaluate                   J&F, identity consistency and PQ on held-out synthetic clips
 """
-import argparse
 import dataclasses
 import os
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageSequence
 
+from cli import Parser
 from data import shapes_video
 from diffusion import load_model
 from metrics import PanopticQuality, identity_consistency, j_and_f
@@ -212,11 +212,6 @@ def evaluation_table(args):
     print(f"({args.videos} held-out synthetic clips of {args.frames} frames, {rows[0]['objects']} thing tracks, "
           f"td {args.td}, min pixels {args.min_pixels})")
     return rows
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def main(argv=None):
