@@ -36,15 +36,23 @@ import triton.language as tl
 
 
 @triton.jit
-def softmax_ce_fwd_kernel(x_ptr, target_ptr, w_ptr, loss_ptr, m_pred_ptr, lse_ptr, HW, n_blocks, scale,
-                          G: tl.constexpr, K: tl.constexpr, N: tl.constexpr, HAS_TARGET: tl.constexpr,
-                          SAVE_LSE: tl.constexpr, ACC: tl.constexpr, BLOCK_P: tl.constexpr):
+def pixel_block(HW, n_blocks, K: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Which pixels this program owns, shared by forward and backward: image b (int64, so that
+    offsets of large batches do not overflow), its pixels hw[BLOCK_P] (valid: inside the image) and
+    tile[K, BLOCK_P], the offsets of their logits within one group: x[b, g, k, hw] sits at
+    ((b G + g) K + k) HW + hw, so a group's tile starts at (b G + g) K HW."""
     pid = tl.program_id(0)
     b = (pid // n_blocks).to(tl.int64)
     hw = (pid % n_blocks) * BLOCK_P + tl.arange(0, BLOCK_P)
-    valid = hw < HW
     k = tl.arange(0, K)
-    tile = k[:, None] * HW + hw[None, :]  # x[b, g, k, hw] sits at ((b G + g) K + k) HW + hw
+    return b, hw, hw < HW, k, k[:, None] * HW + hw[None, :]
+
+
+@triton.jit
+def softmax_ce_fwd_kernel(x_ptr, target_ptr, w_ptr, loss_ptr, m_pred_ptr, lse_ptr, HW, n_blocks, scale,
+                          G: tl.constexpr, K: tl.constexpr, N: tl.constexpr, HAS_TARGET: tl.constexpr,
+                          SAVE_LSE: tl.constexpr, ACC: tl.constexpr, BLOCK_P: tl.constexpr):
+    b, hw, valid, k, tile = pixel_block(HW, n_blocks, K, BLOCK_P)
     ce = tl.zeros([BLOCK_P], dtype=ACC)
     for g in tl.static_range(G):
         x = tl.load(x_ptr + (b * G + g) * K * HW + tile, mask=valid[None, :], other=0.0).to(ACC)
@@ -71,12 +79,7 @@ def softmax_ce_fwd_kernel(x_ptr, target_ptr, w_ptr, loss_ptr, m_pred_ptr, lse_pt
 def softmax_ce_bwd_kernel(x_ptr, target_ptr, w_ptr, lse_ptr, d_loss_ptr, d_m_pred_ptr, dx_ptr, HW, n_blocks,
                           scale, G: tl.constexpr, K: tl.constexpr, N: tl.constexpr, HAS_D_LOSS: tl.constexpr,
                           HAS_D_M: tl.constexpr, ACC: tl.constexpr, BLOCK_P: tl.constexpr):
-    pid = tl.program_id(0)
-    b = (pid // n_blocks).to(tl.int64)
-    hw = (pid % n_blocks) * BLOCK_P + tl.arange(0, BLOCK_P)
-    valid = hw < HW
-    k = tl.arange(0, K)
-    tile = k[:, None] * HW + hw[None, :]
+    b, hw, valid, k, tile = pixel_block(HW, n_blocks, K, BLOCK_P)
     if HAS_D_LOSS:
         w_dl = (tl.load(w_ptr + b * HW + hw, mask=valid, other=0.0).to(ACC)
                 * tl.load(d_loss_ptr + b * HW + hw, mask=valid, other=0.0).to(ACC))
