@@ -12,7 +12,8 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
+
+from coco import read_panoptic_png
 
 
 def _as_array(x, name):
@@ -154,23 +155,6 @@ class PanopticQuality:
             result[name]["n"] = len(vals)
         result["per_class"] = per_class
         return result
-
-
-def write_panoptic_png(ids, path):
-    """Save int[H, W] segment ids (< 256^3) as a COCO panoptic PNG: R + 256 G + 256^2 B = id."""
-    ids = np.asarray(ids, dtype=np.int64)
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2], -1).astype(np.uint8)
-    Image.fromarray(rgb).save(path)
-
-
-def read_panoptic_png(path):
-    """int64[H, W] segment ids of a COCO panoptic PNG: id = R + 256 G + 256^2 B."""
-    with Image.open(path) as im:
-        rgb = np.array(im, dtype=np.int64)
-    if rgb.ndim != 3 or rgb.shape[2] < 3:
-        raise ValueError(f"{path}: a COCO panoptic PNG must be RGB (id = R + 256 G + 256^2 B), "
-                         f"got an array of shape {rgb.shape}")
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
 def _load_json(path, name):

@@ -8,7 +8,7 @@ COCO panoptic output, mask inpainting (LDMSeg Sec. 3.3) and PQ sweeps like Fig. 
 
 Geometry: an image of any size and mode (EXIF orientation applied; see read_image) is resized,
 keeping its aspect ratio, so that its longer side is the model's image_size, and padded with
-black at the bottom and right to a square (as data.CocoPanoptic without jitter). The encoder runs
+black at the bottom and right to a square (as coco.CocoPanoptic without jitter). The encoder runs
 once; the decoder runs --steps times (Alg. 2); the mask is decoded, majority-voted (SPEC), cropped
 to the image's part and resized to the input's size with nearest neighbour.
 
@@ -30,26 +30,28 @@ import json
 import os
 import time
 
-import matplotlib
 import numpy as np
 import torch
-from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
-from matplotlib.patches import Patch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
 import cli
-from bits import analog_to_mask, mask_to_analog
 from cli import Parser
-from data import CocoPanoptic, ShapesDataset, write_coco_panoptic
-from diffusion import corrupt, load_model
-from metrics import pq_from_coco_files, read_panoptic_png, write_panoptic_png as write_ids_png
+from coco import (
+    CocoPanoptic,
+    read_panoptic_png,
+    write_coco_panoptic,
+    write_mask_png,
+    write_panoptic_json,
+)
+from data import ShapesDataset
+from diffusion import load_model
+from figures import colours, noise_panels, overlay, save_figure, save_panels
+from metrics import pq_from_coco_files
 from schedule import time_pairs
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CKPT = os.path.join(REPO, "checkpoints", "shapes-tiny.pt")
-NOISE_TIMES = (0.0, 0.05, 0.1, 0.2, 0.4, 0.7, 0.9)  # Fig. 3's columns
-TAB10 = np.array(matplotlib.colormaps["tab10"].colors, np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,40 +110,6 @@ def to_grid(a, valid, S, m):
 # ---------------------------------------------------------------------------------------------
 # COCO panoptic files
 
-def write_panoptic_png(mask, path, categories, keep=None):
-    """mask: int[H, W, 2] -> the COCO panoptic PNG; returns its segments_info. A segment is a (class,
-    identity) pair with neither 0; its id is keep[(class, identity)] if given, else 256^2 class +
-    identity (as data.write_coco_panoptic), moved up to the next free id if keep took that one."""
-    keep = keep or {}
-    cls, ident = mask[..., 0].astype(np.int64), mask[..., 1].astype(np.int64)
-    natural = np.where((cls > 0) & (ident > 0), 256 ** 2 * cls + ident, 0)
-    ids = np.zeros_like(natural)
-    used, segments = set(keep.values()), []
-    for n in np.unique(natural[natural > 0]).tolist():
-        c, i = divmod(n, 256 ** 2)
-        sid = keep.get((c, i))
-        if sid is None:
-            sid = n
-            while sid in used:
-                sid += 1
-        used.add(sid)
-        ys, xs = np.nonzero(natural == n)
-        ids[ys, xs] = sid
-        segments.append({"id": sid, "category_id": categories[c].get("id", c), "iscrowd": 0, "area": len(ys),
-                         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
-                                  int(ys.max() - ys.min() + 1)]})
-    write_ids_png(ids, path)
-    return segments
-
-
-def write_panoptic_json(path, images, annotations, categories):
-    cats = [{"id": info.get("id", c), "name": info["name"], "isthing": int(info["isthing"]),
-             "supercategory": info["name"]} for c, info in sorted(categories.items())]
-    with open(path, "w") as f:
-        json.dump({"info": {"description": "predictions of pix2seq-d sample.py"}, "images": images,
-                   "annotations": annotations, "categories": cats}, f)
-
-
 def class_of(categories):
     """{JSON category id: class}: COCO's ids for a checkpoint trained on COCO, else the class itself."""
     return {info.get("id", c): c for c, info in categories.items()}
@@ -178,71 +146,6 @@ def read_partial(png_path, json_path, categories, size, max_identity):
 
 
 # ---------------------------------------------------------------------------------------------
-# Figures
-
-def colours(mask):
-    """mask: int[..., 2] -> float[..., 3] in [0, 1]: a tab10 hue per class, a shade per identity, void black."""
-    cls, ident = mask[..., 0], mask[..., 1]
-    rgb = TAB10[(cls - 1) % 10] * (0.5 + 0.5 * ((ident * 0.618034) % 1.0)).astype(np.float32)[..., None]
-    rgb[(cls == 0) | (ident == 0)] = 0
-    return rgb
-
-
-def overlay(image, mask):
-    """image: float[H, W, 3]; mask: int[H, W, 2] -> uint8[H, W, 3]: segments tinted, their edges white."""
-    out = np.where(((mask[..., 0] > 0) & (mask[..., 1] > 0))[..., None], 0.45 * image + 0.55 * colours(mask), image)
-    key = mask[..., 0] * 65536 + mask[..., 1]
-    edge = np.zeros(key.shape, bool)
-    edge[1:] |= key[1:] != key[:-1]
-    edge[:, 1:] |= key[:, 1:] != key[:, :-1]
-    out[edge] = 1.0
-    return (out * 255).round().astype(np.uint8)
-
-
-def save_figure(path, images, titles, classes, categories):
-    """Two images side by side (input, overlay) with a legend of the classes present (the class of
-    each segment: `classes`), shown at most ~800 pixels wide."""
-    step = max(1, max(images[0].shape[:2]) // 800)
-    fig = Figure(figsize=(9, 3.5 * images[0].shape[0] / images[0].shape[1] + 0.5), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, im, title in zip(axes, images, titles):
-        ax.imshow(im[::step, ::step], interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    handles = [Patch(color=TAB10[(c - 1) % 10], label=f"{categories[c]['name']} ({classes.count(c)})")
-               for c in sorted(set(classes))]
-    axes[1].legend(handles=handles or [Patch(color="k", label="(all void)")], loc="center left",
-                   bbox_to_anchor=(1.02, 0.5), frameon=False)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-
-
-def save_panels(path, rows, title):
-    """A grid figure of rows of (image, caption) panels."""
-    h, w = rows[0][0][0].shape[:2]
-    fig = Figure(figsize=(1.7 * len(rows[0]), (1.7 * h / w + 0.4) * len(rows) + 0.3), layout="constrained")
-    axes = fig.subplots(len(rows), len(rows[0]), squeeze=False)
-    for ax, (im, caption) in zip(axes.ravel(), [p for row in rows for p in row]):
-        ax.imshow(im, interpolation="nearest")
-        ax.set_title(caption, fontsize=8)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-
-
-def noise_panels(mask, cfg, seed):
-    """Fig. 3: the analog bits of mask (int[h, w, 2]) corrupted to t (Eq. 1, one eps for all panels),
-    decoded by thresholding at 0 with no post-processing; one row for b = 1.0, one for b = 0.1."""
-    eps = torch.randn((1, cfg.n_bits) + mask.shape[:2], generator=torch.Generator().manual_seed(seed))
-    rows = []
-    for b in (1.0, 0.1):
-        m_bits = mask_to_analog(torch.from_numpy(mask)[None], cfg.n_class_bits, cfg.n_identity_bits, b)
-        m_crpt = [corrupt(m_bits, torch.tensor([t]), eps) for t in NOISE_TIMES]
-        rows.append([(colours(analog_to_mask(m, cfg.n_class_bits, cfg.n_identity_bits)[0].numpy()), f"b={b:g}, t={t:g}")
-                     for m, t in zip(m_crpt, NOISE_TIMES)])
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------
 # Segmenting images
 
 def segment(model, path, categories, args, stem):
@@ -269,10 +172,11 @@ def segment(model, path, categories, args, stem):
     if args.inpaint:  # the known pixels exactly as given, at the input's resolution
         full = np.where(known[..., None], partial, full)
     out_path = os.path.join(args.out, stem)
-    segments = write_panoptic_png(full, out_path + "_panoptic.png", categories, keep)
+    segments = write_mask_png(full, out_path + "_panoptic.png", categories, keep)
     write_panoptic_json(out_path + "_panoptic.json", [{"id": 1, "file_name": os.path.basename(path),
                                                         "height": size[0], "width": size[1]}],
-                        [{"image_id": 1, "file_name": stem + "_panoptic.png", "segments_info": segments}], categories)
+                        [{"image_id": 1, "file_name": stem + "_panoptic.png", "segments_info": segments}], categories,
+                        "a prediction of pix2seq-d sample.py")
     image = np.asarray(im)
     shown = overlay(image.astype(np.float32) / 255, full)
     Image.fromarray(shown).save(out_path + "_overlay.png")
@@ -368,10 +272,10 @@ def evaluate(model, categories, args):
                 kw = dict(known=torch.stack(masks).to(dev), known_region=known.to(dev))
             pred = model.infer(torch.stack(images).to(dev), steps, td, args.min_pixels, **kw).cpu().numpy()
             for i, p in zip(idx, pred):
-                segments = write_panoptic_png(paste(p, i), os.path.join(pred_dir, items[i][1]), categories)
+                segments = write_mask_png(paste(p, i), os.path.join(pred_dir, items[i][1]), categories)
                 annotations.append({"image_id": items[i][0], "file_name": items[i][1], "segments_info": segments})
             bar.update(len(idx))
-        write_panoptic_json(pred_dir + ".json", [], annotations, categories)
+        write_panoptic_json(pred_dir + ".json", [], annotations, categories, "predictions of pix2seq-d sample.py")
         res = pq_from_coco_files(gt_json, gt_dir, pred_dir + ".json", pred_dir)
         results.append({"sweep": sweep, "steps": steps, "td": td, "drop": drop, "pq": res["All"]["pq"],
                         "pq_things": res["Things"]["pq"], "pq_stuff": res["Stuff"]["pq"], "sq": res["All"]["sq"],

@@ -32,16 +32,18 @@ from tqdm import tqdm
 
 import cli
 from cli import Parser
-from data import CocoPanoptic, DataError, ShapesDataset, ShapesVideoDataset
+from coco import CocoPanoptic, DataError
+from data import ShapesDataset, ShapesVideoDataset
 from diffusion import PRESETS, Config, Pix2SeqD, load_model
 from metrics import PanopticQuality
-from video import evaluate as evaluate_video, init_from_image, video_inputs
-
+from video import evaluate as evaluate_video
+from video import init_from_image, video_inputs
 
 # --dataset coco: App. B's low-resolution stage (256 px images, 128 px masks, 800 epochs of batch 512,
-# lr 1e-4, EMA 0.999, scale jitter [1, 3]); the paper names no warm-up length: 5000 steps is ours.
+# lr 1e-4, EMA 0.999, scale jitter [1, 3]) with the official config's warm-up (5 epochs: None), decay
+# to 0.1 of the peak lr and colour jitter 1. High-resolution stage: README, "Training on COCO panoptic".
 COCO_DEFAULTS = dict(preset="paper", image_size=256, mask_size=128, batch_size=512, train_steps=None, lr=1e-4,
-                     ema=0.999, warmup=5000, workers=8, eval_images=5000, ckpt_every=1000)
+                     ema=0.999, warmup=None, end_lr=0.1, workers=8, eval_images=5000, ckpt_every=1000)
 # --dataset shapes-video: fine-tune (--init) on 3-frame windows. The paper's video runs use a constant
 # lr of 1e-5..3e-5 and EMA 0.99 (SPEC); for a few CPU minutes on the tiny model these are ours.
 VIDEO_DEFAULTS = dict(train_steps=300, lr=3e-4, warmup=0, ema=0.98)
@@ -59,6 +61,9 @@ def get_args(argv=None):
     ap.add_argument("--data-root", default=None, help="COCO: the folder with annotations/ and {train,val}2017/")
     ap.add_argument("--jitter", type=float, nargs=2, default=(1.0, 3.0), metavar=("LOW", "HIGH"),
                     help="COCO: scale jitter strength of the training images (App. B: 1 3)")
+    ap.add_argument("--color-jitter", type=float, default=1.0, metavar="S",
+                    help="COCO: colour jitter strength of the training images (official: 1 at low resolution, "
+                         "0 for the high-resolution fine-tuning)")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     ap.add_argument("--name", default=None, help="run name: writes runs/<name>/ (default: <dataset>-<preset>)")
@@ -67,7 +72,10 @@ def get_args(argv=None):
     ap.add_argument("--batch-size", type=int, default=32, help="global batch, split over torchrun's processes")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (paper, COCO: 1e-4)")
     ap.add_argument("--weight-decay", type=float, default=0.05)
-    ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps, then linear decay to 0")
+    ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps, then linear decay to --end-lr "
+                    "(COCO default: 5 epochs)")
+    ap.add_argument("--end-lr", type=float, default=0.0, metavar="F",
+                    help="the lr at the last step, a fraction of --lr (COCO default: 0.1)")
     ap.add_argument("--grad-clip", type=float, default=1.0)
     ap.add_argument("--ema", type=float, default=0.99, help="EMA decay of the weights (paper: 0.999)")
     ap.add_argument("--scale", type=float, default=None, help="input scaling b of the analog bits (0.1)")
@@ -102,8 +110,8 @@ def get_args(argv=None):
     for flag in ("train_steps", "batch_size", "steps", "eval_images", "ckpt_every", "stop_at"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             ap.error(f"--{flag.replace('_', '-')} must be >= 1")
-    if args.workers < 0:
-        ap.error("--workers must be >= 0")
+    if min(args.workers, args.warmup or 0, args.color_jitter, args.end_lr) < 0:
+        ap.error("--workers, --warmup, --color-jitter and --end-lr must be >= 0")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: no CUDA device here; use --device cpu")
     if args.amp and not args.device.startswith("cuda"):
@@ -134,7 +142,7 @@ def make_datasets(args, cfg):
     long[S/r, S/r, 2]) at cfg's sizes; val items unpermuted, the first --eval-images of the split."""
     if args.dataset == "coco":
         train_set = CocoPanoptic(args.data_root, "train", cfg.image_size, cfg.mask_size, jitter=tuple(args.jitter),
-                                 flip=True)
+                                 flip=True, color=args.color_jitter)
         val_set = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False)
         if val_set.categories != train_set.categories:
             raise DataError(f"{val_set.json_path}: its categories differ from those of {train_set.json_path}")
@@ -150,10 +158,11 @@ def make_datasets(args, cfg):
 
 
 def lr_at(step, args):
-    """Linear warm-up, then linear decay to zero at the last step."""
+    """Linear warm-up, then linear decay to end_lr * lr at the last step."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    return args.lr * max(0.0, (args.train_steps - step) / max(1, args.train_steps - args.warmup))
+    decay = max(0.0, (args.train_steps - step) / max(1, args.train_steps - args.warmup))
+    return args.lr * (args.end_lr + (1 - args.end_lr) * decay)
 
 
 @torch.no_grad()
@@ -302,24 +311,30 @@ def train(args, rank=0, world=1):
     run_dir = os.path.join(args.out, args.name)
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
     cfg = make_config(args)
-    if args.init:  # the checkpoint's config, with this data set's number of past masks
+    if args.init:  # the checkpoint's config, with this data set's past masks and, if given, image and mask sizes
         try:
             init_model = load_model(args.init, args.device)[0]
         except (FileNotFoundError, ValueError) as e:
             fail(f"--init: {e}")
-        for k in ("scale", "loss", "p", "image_size", "mask_size"):
+        for k in ("scale", "loss", "p"):
             if getattr(args, k) is not None and getattr(args, k) != getattr(init_model.cfg, k):
                 fail(f"--{k.replace('_', '-')} {getattr(args, k)}: --init {args.init} has {getattr(init_model.cfg, k)}")
-        cfg = dataclasses.replace(init_model.cfg, n_past=cfg.n_past)
+        cfg = dataclasses.replace(init_model.cfg, n_past=cfg.n_past, **{k: getattr(args, k) for k in
+                                  ("image_size", "mask_size") if getattr(args, k) is not None})
     train_set, val_set, categories = make_datasets(args, cfg)
     cfg = fit_config(cfg, categories, getattr(train_set, "max_identities", None))
     if args.train_steps is None:  # COCO: 800 epochs (App. B)
         args.train_steps = math.ceil(800 * len(train_set) / args.batch_size)
+    if args.warmup is None:  # COCO: 5 epochs (official config)
+        args.warmup = math.ceil(5 * len(train_set) / args.batch_size)
     stop = min(args.stop_at or args.train_steps, args.train_steps)
     torch.manual_seed(args.seed)
-    model = Pix2SeqD(cfg).to(args.device)
-    if args.init:
-        init_from_image(model, init_model)
+    try:
+        model = Pix2SeqD(cfg).to(args.device)
+        if args.init:
+            init_from_image(model, init_model)
+    except ValueError as e:
+        fail(str(e))
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
     start = 0

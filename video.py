@@ -23,6 +23,7 @@ import torch
 from PIL import Image, ImageSequence
 
 from cli import Parser
+from coco import write_mask_png, write_panoptic_json
 from data import shapes_video
 from diffusion import load_model
 from metrics import PanopticQuality, identity_consistency, j_and_f
@@ -56,13 +57,16 @@ def video_inputs(model, frames, masks, keep):
 
 
 def init_from_image(model, image_model):
-    """Sec. 3.4: "fine-tune an image panoptic model for video". Copies image_model's weights into
-    model, whose config may differ only in n_past; the extra input channels of decoder.conv_in
-    (the past masks, concatenated last) start at zero, so model computes what image_model does."""
-    if dataclasses.replace(image_model.cfg, n_past=model.cfg.n_past) != model.cfg \
-            or image_model.cfg.n_past > model.cfg.n_past:
-        raise ValueError("--init: the checkpoint's model differs from this one in more than n_past (or has more "
-                         "past masks); fine-tune with the checkpoint's own sizes")
+    """Sec. 3.4: "fine-tune an image panoptic model for video", and App. B's second stage at a
+    higher resolution. Copies image_model's weights into model, whose config may differ only in
+    n_past and the image and mask sizes (no weight depends on them: all positions are sin-cos);
+    the extra input channels of decoder.conv_in (the past masks, concatenated last) start at
+    zero, so model computes what image_model does."""
+    c = model.cfg
+    if dataclasses.replace(image_model.cfg, n_past=c.n_past, image_size=c.image_size, mask_size=c.mask_size) != c \
+            or image_model.cfg.n_past > c.n_past:
+        raise ValueError("--init: the checkpoint's model differs from this one in more than its sizes and past "
+                         "masks (another preset, loss, or number of classes or bits?), or has more past masks")
     state = image_model.state_dict()
     w = state["decoder.conv_in.weight"]
     extra = model.decoder.conv_in.weight.shape[1] - w.shape[1]
@@ -158,7 +162,8 @@ def segment_video(args):
     """The CLI's main path: read, stream, write. Returns the predicted masks at the frames' size
     (list of int[H, W, 2]). The geometry, overlays and COCO files are sample.py's, per frame; a
     segment's id is 256**2 class + identity, so a track keeps its id from frame to frame."""
-    from sample import overlay, paste_back, to_model_input, write_panoptic_json, write_panoptic_png  # (*)
+    from figures import overlay  # (*)
+    from sample import paste_back, to_model_input  # (*)
     frames = read_frames(args.input)
     model, ckpt = load_model(args.ckpt, args.device)
     categories = {int(c): v for c, v in ckpt["categories"].items()}
@@ -174,10 +179,11 @@ def segment_video(args):
         shown.append(Image.fromarray(overlay(np.asarray(f, np.float32) / 255, m)))
         shown[-1].save(os.path.join(args.out, f"frame_{k:04d}_overlay.png"))
         name = f"frame_{k:04d}.png"
-        segments = write_panoptic_png(m, os.path.join(args.out, "panoptic", name), categories)
+        segments = write_mask_png(m, os.path.join(args.out, "panoptic", name), categories)
         images.append({"id": k + 1, "file_name": name, "height": f.height, "width": f.width, "frame": k})
         annotations.append({"image_id": k + 1, "file_name": name, "segments_info": segments})
-    write_panoptic_json(os.path.join(args.out, "panoptic.json"), images, annotations, categories)
+    write_panoptic_json(os.path.join(args.out, "panoptic.json"), images, annotations, categories,
+                        "predictions of pix2seq-d video.py")
     shown[0].save(os.path.join(args.out, "overlay.gif"), save_all=True, append_images=shown[1:], duration=200,
                   loop=0)
     print(f"{len(frames)} frames ({args.steps_first} steps on the first, {args.steps_rest} on each other) -> "

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from data import SHAPES_CATEGORIES, CocoPanoptic, DataError, ShapesDataset, coco_paths, write_coco_panoptic
-from metrics import read_panoptic_png
+from hypothesis import given, settings, strategies as st
+
+from coco import CocoPanoptic, DataError, coco_paths, read_panoptic_png, write_coco_panoptic
+from data import LUMA, SHAPES_CATEGORIES, ShapesDataset, color_jitter, hue_rotate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "..", "shared", "data", "coco-panoptic-sample")
@@ -70,6 +72,58 @@ def colour_coded(tmp_path, n=3, S=64):
     categories = {1: {"name": "a", "isthing": 1}, 2: {"name": "b", "isthing": 0}, 3: {"name": "c", "isthing": 1}}
     write_coco_panoptic(examples, str(tmp_path), "train", categories, image_format="png")
     return str(tmp_path)
+
+
+@settings(max_examples=25, deadline=None)
+@given(turns=st.floats(-1, 1), seed=st.integers(0, 2**16))
+def test_hue_rotation_keeps_grey_value_and_greys_and_inverts(turns, seed):
+    x = np.random.default_rng(seed).random((4, 5, 3), dtype=np.float32)
+    y = hue_rotate(x, turns)
+    np.testing.assert_allclose(y @ LUMA, x @ LUMA, atol=1e-5)
+    np.testing.assert_allclose(hue_rotate(y, -turns), x, atol=1e-5)
+    grey = np.repeat(x[..., :1], 3, -1)
+    np.testing.assert_allclose(hue_rotate(grey, turns), grey, atol=1e-5)
+    np.testing.assert_allclose(hue_rotate(x, turns + 1), y, atol=1e-5)
+
+
+def test_half_a_turn_of_hue_takes_red_towards_cyan():
+    r, g, b = hue_rotate(np.array([0.8, 0.2, 0.2], np.float32), 0.5)
+    assert r < 0.5 and g > 0.3 and b > 0.3 and abs(g - b) < 0.1
+
+
+def test_color_jitter_draws():
+    """s = 0 is off; s = 1: values stay in [0, 1], ~20% of draws come out grey, ~16% untouched
+    (neither the p = 0.8 distortion nor the p = 0.2 greying), the rest changed."""
+    x = np.random.default_rng(0).random((6, 6, 3), dtype=np.float32)
+    assert np.array_equal(color_jitter(x, 0.0), x)
+    torch.manual_seed(0)
+    ys = [color_jitter(x, 1.0) for _ in range(300)]
+    assert all(y.shape == x.shape and y.dtype == np.float32 and y.min() >= 0 and y.max() <= 1 for y in ys)
+    grey = sum(float(np.ptp(y, -1).max()) < 1e-6 for y in ys)
+    same = sum(np.array_equal(y, x) for y in ys)
+    assert 35 <= grey <= 85 and 25 <= same <= 75, (grey, same)
+    weak = [color_jitter(x, 0.05) for _ in range(100)]
+    assert max(float(np.abs(y - x).mean()) for y in weak if np.ptp(y, -1).max() > 1e-6) < 0.06
+
+
+def test_color_jitter_changes_the_image_not_the_mask(tmp_path):
+    """CocoPanoptic(color=1): its geometry draws come first, so a seed gives the same crop and mask as
+    without colour jitter; the padding stays black (void)."""
+    root = colour_coded(tmp_path)
+    plain, colored = (CocoPanoptic(root, "train", 64, 32, jitter=(1.0, 3.0), permute=False, color=c) for c in (0, 1))
+    changed = 0
+    for seed in range(6):
+        torch.manual_seed(seed)
+        image, mask = plain[seed % 3]
+        torch.manual_seed(seed)
+        image_c, mask_c = colored[seed % 3]
+        assert torch.equal(mask, mask_c)
+        padded = image.abs().sum(0) == 0
+        assert (image_c[:, padded] == 0).all()
+        changed += not torch.equal(image, image_c)
+    assert changed >= 3
+    with pytest.raises(ValueError, match="color"):
+        CocoPanoptic(root, "train", 64, 32, color=-1)
 
 
 def test_jitter_and_flip_keep_image_and_mask_aligned(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from metrics import read_panoptic_png
+from coco import read_panoptic_png
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(REPO, "checkpoints", "shapes-tiny.pt")
@@ -139,7 +139,8 @@ def test_bad_input_is_one_line_exit_2(case, ckpt, tmp_path):
 def test_evaluate_on_coco_files(ckpt, tmp_path):
     """--data coco reads COCO panoptic as distributed (here: shapes exported with COCO's category ids
     10 + class) and writes predictions with the JSON's category ids (pq_from_coco_files checks them)."""
-    from data import SHAPES_CATEGORIES, ShapesDataset, write_coco_panoptic
+    from coco import write_coco_panoptic
+    from data import SHAPES_CATEGORIES, ShapesDataset
     ds = ShapesDataset("val", size=4, permute=False)
     write_coco_panoptic((ds[i] for i in range(4)), str(tmp_path / "coco"), "val",
                         {k: dict(v, id=10 + k) for k, v in SHAPES_CATEGORIES.items()})

@@ -1,6 +1,7 @@
 """Alg. 1 end to end: the loss falls on a fixed batch, a short run on the built-in data beats the
 untrained model's PQ, --resume continues a run exactly, and train.py's command line fails with
 one-line errors."""
+import argparse
 import json
 import os
 import subprocess
@@ -92,3 +93,30 @@ def test_resume_with_another_seed_gives_one_line_error(tmp_path, capsys):
         train.main(args + ["--resume", "--seed", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "--seed 0" in err[0]
+
+
+def test_lr_schedule_warms_up_then_decays_to_end_lr():
+    args = argparse.Namespace(lr=2.0, warmup=10, train_steps=110, end_lr=0.1)
+    lr = [train.lr_at(s, args) for s in range(111)]
+    assert lr[0] == pytest.approx(0.2) and lr[9] == lr[10] == pytest.approx(2.0)
+    assert lr[60] == pytest.approx(2.0 * (0.1 + 0.9 * 0.5)) and lr[110] == pytest.approx(0.2)
+    assert all(a >= b for a, b in zip(lr[10:], lr[11:]))
+
+
+def test_coco_defaults_follow_the_official_low_resolution_stage():
+    args = train.get_args(["--dataset", "coco", "--data-root", "somewhere"])
+    assert (args.image_size, args.mask_size, args.batch_size, args.lr, args.ema) == (256, 128, 512, 1e-4, 0.999)
+    assert args.warmup is None and args.end_lr == 0.1 and args.color_jitter == 1.0 and tuple(args.jitter) == (1, 3)
+    assert train.get_args([]).end_lr == 0.0
+
+
+def test_init_at_another_resolution(tmp_path):
+    """App. B's second stage: --init a low-resolution checkpoint and train at twice its sizes."""
+    ckpt = os.path.join(ROOT, "checkpoints", "shapes-tiny.pt")
+    args = ["--out", str(tmp_path), "--name", "hi", "--init", ckpt, "--image-size", "128", "--mask-size", "64",
+            "--train-steps", "1", "--batch-size", "2", "--warmup", "0", "--eval-images", "2", "--steps", "1"]
+    assert 0 <= train.main(args)["pq"] <= 1
+    cfg = torch.load(tmp_path / "hi" / "ckpt.pt", weights_only=True)["config"]
+    assert (cfg["image_size"], cfg["mask_size"]) == (128, 64)
+    r = run_cli(*args[:4], "--init", ckpt, "--loss", "l2", "--train-steps", "1")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--loss l2" in r.stderr

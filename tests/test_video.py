@@ -1,5 +1,6 @@
 """Sec. 3.4: the synthetic video data, the past-mask conditioning, --init from an image model,
 streaming inference with predictions fed back, video.py's command line and its errors."""
+import dataclasses
 import json
 import os
 
@@ -11,9 +12,9 @@ from PIL import Image
 import train
 import video
 from bits import analog_to_mask
+from coco import read_panoptic_png as read_png_ids
 from data import SHAPES_CATEGORIES, ShapesVideoDataset, shapes_video
 from diffusion import Pix2SeqD, tiny_config
-from metrics import read_panoptic_png as read_png_ids
 
 SMALL = dict(resnet_widths=(8, 16, 32), resnet_depths=(1, 1, 1), resnet_stem=8, enc_dim=32, enc_layers=1, enc_heads=2,
              enc_mlp=64, feat_dim=16, dec_base=8, dec_mults=(1, 2), dec_dim=32, dec_layers=1, dec_heads=2)
@@ -105,8 +106,20 @@ def test_init_from_image_starts_as_the_image_model():
         want = image_model.decoder_out(m_t, image_model.encode(images), t)
         for p in (torch.zeros_like(past), past):  # absent past masks, and real ones the zero weights ignore
             torch.testing.assert_close(video_model.decoder_out(m_t, video_model.encode(images), t, p), want)
-    with pytest.raises(ValueError, match="n_past"):
+    with pytest.raises(ValueError, match="past masks"):
         video.init_from_image(Pix2SeqD(tiny_config(n_past=2)), image_model)
+
+
+def test_init_from_image_at_another_resolution():
+    """App. B's second stage: the weights carry over to other image and mask sizes unchanged (all
+    positions are sin-cos), and the model runs at the new size."""
+    low = small_model(0, seed=1)
+    high = Pix2SeqD(dataclasses.replace(low.cfg, image_size=128, mask_size=64))
+    video.init_from_image(high, low)
+    for name, value in low.state_dict().items():
+        assert torch.equal(high.state_dict()[name], value), name
+    with torch.no_grad():
+        assert high.infer(torch.rand(1, 3, 128, 128), steps=1).shape == (1, 64, 64, 2)
 
 
 def copying_model(monkeypatch, n_past=2):

@@ -1,0 +1,292 @@
+"""COCO panoptic format (Kirillov et al. 2019), the data of the paper's Table 1: a JSON with images,
+annotations (segments_info per image) and categories, and one PNG per image whose pixels hold
+segment ids, id = R + 256 G + 256^2 B, 0 = void.
+
+Reading: CocoPanoptic serves (image, mask) pairs from the files as COCO distributes them, with
+the scale jitter of App. B; read_coco_panoptic checks the JSON against its folders. Writing:
+write_mask_png turns a SPEC mask (class, identity) into a PNG and its segments_info, for
+predictions (sample.py, video.py) and for write_coco_panoptic, which exports any data set.
+pycocotools has no panoptic reader, so the JSON is read with json and the PNGs with pillow.
+"""
+import json
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+from data import color_jitter, permute_identities
+
+
+def write_panoptic_png(ids, path):
+    """Save int[H, W] segment ids (< 256^3) as a COCO panoptic PNG: R + 256 G + 256^2 B = id."""
+    ids = np.asarray(ids, dtype=np.int64)
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2], -1).astype(np.uint8)
+    Image.fromarray(rgb).save(path)
+
+
+def read_panoptic_png(path):
+    """int64[H, W] segment ids of a COCO panoptic PNG: id = R + 256 G + 256^2 B."""
+    with Image.open(path) as im:
+        rgb = np.array(im, dtype=np.int64)
+    if rgb.ndim != 3 or rgb.shape[2] < 3:
+        raise ValueError(f"{path}: a COCO panoptic PNG must be RGB (id = R + 256 G + 256^2 B), "
+                         f"got an array of shape {rgb.shape}")
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+
+
+def write_mask_png(mask, path, categories, keep=None):
+    """mask: int[H, W, 2] -> the COCO panoptic PNG at path; returns its segments_info. A segment is a
+    (class, identity) pair with neither 0; its id is keep[(class, identity)] if given, else
+    256^2 class + identity, moved up to the next free id if keep took that one. Its JSON category
+    id is categories[class]["id"] when given (classes read from COCO), else the class itself."""
+    keep = keep or {}
+    cls, ident = mask[..., 0].astype(np.int64), mask[..., 1].astype(np.int64)
+    natural = np.where((cls > 0) & (ident > 0), 256 ** 2 * cls + ident, 0)
+    ids = np.zeros_like(natural)
+    used, segments = set(keep.values()), []
+    for n in np.unique(natural[natural > 0]).tolist():
+        c, i = divmod(n, 256 ** 2)
+        sid = keep.get((c, i))
+        if sid is None:
+            sid = n
+            while sid in used:
+                sid += 1
+        used.add(sid)
+        ys, xs = np.nonzero(natural == n)
+        ids[ys, xs] = sid
+        segments.append({"id": sid, "category_id": categories[c].get("id", c), "iscrowd": 0, "area": len(ys),
+                         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
+                                  int(ys.max() - ys.min() + 1)]})
+    write_panoptic_png(ids, path)
+    return segments
+
+
+def write_panoptic_json(path, images, annotations, categories, description):
+    """A COCO panoptic JSON; categories {class: {"name", "isthing"[, "id"]}} as write_mask_png names them."""
+    cats = [{"id": info.get("id", c), "name": info["name"], "isthing": int(info["isthing"]),
+             "supercategory": info["name"]} for c, info in sorted(categories.items())]
+    with open(path, "w") as f:
+        json.dump({"info": {"description": description}, "licenses": [], "images": images,
+                   "annotations": annotations, "categories": cats}, f)
+
+
+class DataError(ValueError):
+    """Bad data on disk: the message is one line naming the file and what is wrong."""
+
+
+def coco_paths(root, split):
+    """(JSON, folder of panoptic PNGs, folder of images) of a split of COCO panoptic under root."""
+    return (os.path.join(root, "annotations", f"panoptic_{split}2017.json"),
+            os.path.join(root, "annotations", f"panoptic_{split}2017"), os.path.join(root, f"{split}2017"))
+
+
+def _need(d, keys, where, path):
+    if not isinstance(d, dict) or any(k not in d for k in keys):
+        missing = [k for k in keys if not isinstance(d, dict) or k not in d]
+        raise DataError(f"{path}: {where} lacks {missing}; a COCO panoptic JSON has images (id, file_name, "
+                        f"height, width), annotations (image_id, file_name, segments_info) and categories "
+                        f"(id, name, isthing)")
+
+
+def read_coco_panoptic(root, split):
+    """Reads and checks root/annotations/panoptic_{split}2017.json against its two folders.
+
+    Returns (records, categories): one record per annotated image, {"image_id", "file_name",
+    "png", "height", "width", "segments": [(segment id, class, iscrowd), ...]}, and categories
+    {class: {"name", "isthing", "id"}}: the JSON's categories sorted by id become the contiguous
+    classes 1..C (0 is void) and "id" keeps the COCO category id. Raises DataError."""
+    json_path, png_dir, image_dir = coco_paths(root, split)
+    for path in (root, png_dir, image_dir):
+        if not os.path.isdir(path):
+            raise DataError(f"{path}: no such directory; the data root must hold annotations/panoptic_{split}"
+                            f"2017.json, annotations/panoptic_{split}2017/*.png and {split}2017/*.jpg as COCO "
+                            f"distributes them")
+    if not os.path.isfile(json_path):
+        raise DataError(f"{json_path}: no such file; unpack COCO's panoptic_annotations_trainval2017.zip there")
+    try:
+        with open(json_path) as f:
+            d = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{json_path}: not readable JSON ({e})") from None
+    _need(d, ("images", "annotations", "categories"), "the top level", json_path)
+    for c in d["categories"]:
+        _need(c, ("id", "name", "isthing"), "a category", json_path)
+    cats = sorted(d["categories"], key=lambda c: c["id"])
+    class_of = {c["id"]: k + 1 for k, c in enumerate(cats)}
+    categories = {k + 1: {"name": c["name"], "isthing": int(c["isthing"]), "id": c["id"]} for k, c in enumerate(cats)}
+    images = {}
+    for im in d["images"]:
+        _need(im, ("id", "file_name", "height", "width"), "an image", json_path)
+        images[im["id"]] = im
+    records = []
+    for a in d["annotations"]:
+        _need(a, ("image_id", "file_name", "segments_info"), "an annotation", json_path)
+        if a["image_id"] not in images:
+            raise DataError(f"{json_path}: annotation {a['file_name']} has image_id {a['image_id']}, not in images")
+        segments = []
+        for s in a["segments_info"]:
+            _need(s, ("id", "category_id"), f"a segment of {a['file_name']}", json_path)
+            if s["id"] == 0:
+                raise DataError(f"{json_path}: {a['file_name']} lists segment id 0, which is void in the PNG")
+            if s["category_id"] not in class_of:
+                raise DataError(f"{json_path}: segment {s['id']} of {a['file_name']} has category_id "
+                                f"{s['category_id']}, not in categories")
+            segments.append((s["id"], class_of[s["category_id"]], int(s.get("iscrowd", 0))))
+        im = images[a["image_id"]]
+        records.append(dict(image_id=a["image_id"], file_name=os.path.join(image_dir, im["file_name"]),
+                            png=os.path.join(png_dir, a["file_name"]), height=im["height"], width=im["width"],
+                            segments=segments))
+    for folder, key in ((image_dir, "file_name"), (png_dir, "png")):
+        present = set(os.listdir(folder))
+        missing = [r[key] for r in records if os.path.basename(r[key]) not in present]
+        if missing:
+            raise DataError(f"{missing[0]}: listed in {json_path} but missing"
+                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return records, categories
+
+
+class CocoPanoptic(torch.utils.data.Dataset):
+    """COCO panoptic from root (see read_coco_panoptic). Items are those of ShapesDataset: (image
+    float[3, S, S] in [0, 1], mask long[S/r, S/r, 2]), S = image_size, S/r = mask_size.
+
+    Mask: crowd segments and unlabelled pixels (PNG id 0) are void (0, 0); every other segment
+    visible in the mask gets an identity, a random permutation of 1..N on each draw (permute).
+    When N > max_identities (the identity bits' budget, 2**n_identity_bits - 1), the segments
+    with the fewest mask pixels become void until max_identities are left.
+    Geometry (App. B: scale jitter of strength [1, 3] at low resolution): the image is resized,
+    keeping its aspect ratio, so that its longer side is s * S, s ~ U(jitter) (s = 1 when jitter
+    is None); an S x S window is cropped at a uniform random offset (offset 0 without jitter)
+    and padded with zeros at the bottom and right (void in the mask); with flip, image and mask
+    are mirrored with probability 1/2. The image is resized bilinearly (antialiased); each mask
+    pixel takes the PNG's id at its centre (nearest neighbour) over the same window. color > 0:
+    data.color_jitter of that strength on the image's part (official: 1 at low resolution).
+    Random draws use torch's global RNG (train.py seeds it per draw). For scoring at the original
+    resolution: records[i] (image_id, file names, height, width), json_path, png_dir and
+    paste_back(); categories maps class -> {"name", "isthing", "id" (COCO category id)}.
+    """
+
+    def __init__(self, root, split="train", image_size=256, mask_size=128, jitter=None, flip=False, permute=True,
+                 max_identities=255, color=0.0):
+        if image_size % mask_size:
+            raise ValueError(f"image_size {image_size} must be a multiple of mask_size {mask_size}")
+        if jitter is not None and not 0 < jitter[0] <= jitter[1]:
+            raise ValueError(f"jitter must be (low, high) with 0 < low <= high, got {jitter}")
+        self.root, self.split, self.image_size, self.mask_size = root, split, image_size, mask_size
+        if color < 0:
+            raise ValueError(f"color (colour jitter strength) must be >= 0, got {color}")
+        self.jitter, self.flip, self.permute, self.max_identities = jitter, flip, permute, max_identities
+        self.color = color
+        self.records, self.categories = read_coco_panoptic(root, split)
+        self.json_path, self.png_dir, self.image_dir = coco_paths(root, split)
+
+    def __len__(self):
+        return len(self.records)
+
+    def window(self, i, scale=1.0, offset=(0, 0)):
+        """Geometry of item i: {"scaled": (sh, sw), the resized image's size; "offset": (oy, ox), the
+        crop's corner in it; "valid": (vh, vw), the image's part of the S x S crop, the rest being
+        padding}. The defaults give the geometry without jitter (val)."""
+        r, S = self.records[i], self.image_size
+        f = scale * S / max(r["height"], r["width"])
+        sh, sw = max(1, round(r["height"] * f)), max(1, round(r["width"] * f))
+        return {"scaled": (sh, sw), "offset": offset, "valid": (min(S, sh - offset[0]), min(S, sw - offset[1]))}
+
+    def load(self, i):
+        """(PIL RGB image, ids int64[H, W] of the panoptic PNG) of item i, checked against the JSON."""
+        r = self.records[i]
+        try:
+            with Image.open(r["file_name"]) as im:
+                image = im.convert("RGB")
+            ids = read_panoptic_png(r["png"])
+        except (OSError, ValueError) as e:
+            raise DataError(f"{e}" if str(e).startswith(r["png"]) else f"not a readable image: {e}") from None
+        for path, (h, w) in ((r["file_name"], (image.height, image.width)), (r["png"], ids.shape)):
+            if (h, w) != (r["height"], r["width"]):
+                raise DataError(f"{path}: {w}x{h} pixels, but {self.json_path} says {r['width']}x{r['height']}")
+        unknown = np.setdiff1d(np.unique(ids), [0] + [s[0] for s in r["segments"]])
+        if unknown.size:
+            raise DataError(f"{r['png']}: segment ids {unknown[:5].tolist()} are in the PNG but not in its "
+                            f"segments_info in {self.json_path}")
+        return image, ids
+
+    def __getitem__(self, i):
+        S, m = self.image_size, self.mask_size
+        scale, offset = 1.0, (0, 0)
+        if self.jitter is not None:
+            lo, hi = self.jitter
+            scale = lo + (hi - lo) * torch.rand(()).item()
+            sh, sw = self.window(i, scale)["scaled"]
+            offset = (int(torch.randint(max(0, sh - S) + 1, ())), int(torch.randint(max(0, sw - S) + 1, ())))
+        (sh, sw), (oy, ox), (vh, vw) = self.window(i, scale, offset).values()
+        r = self.records[i]
+        image, ids = self.load(i)
+        fy, fx = sh / r["height"], sw / r["width"]
+        part = image.resize((vw, vh), Image.BILINEAR, box=(ox / fx, oy / fy, (ox + vw) / fx, (oy + vh) / fy))
+        img = np.zeros((S, S, 3), np.float32)
+        img[:vh, :vw] = color_jitter(np.asarray(part, np.float32) / 255, self.color)
+        # the PNG's id at each mask pixel's centre; padding is id 0 (void)
+        c = (np.arange(m) + 0.5) * (S // m)
+        rows = np.minimum(((oy + c) / fy).astype(np.int64), r["height"] - 1)
+        cols = np.minimum(((ox + c) / fx).astype(np.int64), r["width"] - 1)
+        small = ids[rows[:, None], cols[None, :]]
+        small[(c >= vh)[:, None] | (c >= vw)[None, :]] = 0
+        # segment number k (0 void, 1..K as listed) -> class (0 for crowd) and identity
+        seg_ids = np.array([0] + [s[0] for s in r["segments"]], np.int64)
+        seg_cls = np.array([0] + [0 if crowd else c for _, c, crowd in r["segments"]], np.int64)
+        order = np.argsort(seg_ids, kind="stable")
+        k = order[np.searchsorted(seg_ids, small, sorter=order)]
+        area = np.bincount(k.ravel(), minlength=len(seg_ids)) * (seg_cls > 0)
+        keep = np.flatnonzero(area)
+        if len(keep) > self.max_identities:  # the identity bits cannot name them all: drop the smallest
+            keep = np.sort(keep[np.argsort(-area[keep], kind="stable")[:self.max_identities]])
+        ident = np.zeros(len(seg_ids), np.int64)
+        ident[keep] = np.arange(1, len(keep) + 1)
+        mask = np.stack([np.where(ident > 0, seg_cls, 0)[k], ident[k]], -1)
+        if self.flip and torch.rand(()).item() < 0.5:
+            img, mask = img[:, ::-1], mask[:, ::-1]
+        image = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        mask = torch.from_numpy(np.ascontiguousarray(mask))
+        return image, (permute_identities(mask) if self.permute else mask)
+
+    def paste_back(self, mask, i):
+        """A mask of item i in the geometry without jitter or flip (long[m, m, 2]) at the original
+        size, long[H, W, 2]: each pixel takes the mask pixel its centre falls in (nearest)."""
+        r = self.records[i]
+        sh, sw = self.window(i)["scaled"]
+        step = self.image_size / self.mask_size
+        rows = np.minimum(((np.arange(r["height"]) + 0.5) * sh / r["height"] / step).astype(np.int64), self.mask_size - 1)
+        cols = np.minimum(((np.arange(r["width"]) + 0.5) * sw / r["width"] / step).astype(np.int64), self.mask_size - 1)
+        return mask[torch.from_numpy(rows)[:, None], torch.from_numpy(cols)[None, :]]
+
+
+def write_coco_panoptic(examples, out_dir, split, categories, image_format="jpg"):
+    """Writes (image float[3, S, S] in [0, 1], mask long[h, w, 2]) pairs, S a multiple of h, as COCO
+    panoptic files: out_dir/annotations/panoptic_{split}2017.json, the PNGs beside it and the
+    images in out_dir/{split}2017/ (jpg as COCO, lossy, or png). Returns the JSON's path.
+
+    The mask is enlarged to the image's size (nearest), as COCO's PNGs have the image's size. A
+    segment is a (class, identity) pair with neither 0; its PNG id is 256**2 * class + identity
+    (id = R + 256 G + 256**2 B). The JSON category id of a class is categories[class]["id"] when
+    given (masks read from COCO) and the class itself otherwise (see write_mask_png)."""
+    json_path, png_dir, image_dir = coco_paths(out_dir, split)
+    os.makedirs(png_dir, exist_ok=True)
+    os.makedirs(image_dir, exist_ok=True)
+    images, annotations = [], []
+    for n, (image, mask) in enumerate(examples, 1):
+        image, mask = np.asarray(image, np.float32), np.asarray(mask, np.int64)
+        S, h = image.shape[1], mask.shape[0]
+        if image.shape != (3, S, S) or mask.shape != (h, h, 2) or S % h:
+            raise ValueError(f"example {n - 1}: need image [3, S, S] and mask [h, h, 2] with S a multiple of h, "
+                             f"got {list(image.shape)} and {list(mask.shape)}")
+        if mask[..., 0].max() >= 256 or mask[..., 1].max() >= 256**2 or mask.min() < 0:
+            raise ValueError(f"example {n - 1}: classes must lie in [0, 256) and identities in [0, 65536)")
+        name = f"{n:012d}"
+        Image.fromarray((image.transpose(1, 2, 0) * 255).round().clip(0, 255).astype(np.uint8)).save(
+            os.path.join(image_dir, f"{name}.{image_format}"), **({"quality": 95} if image_format == "jpg" else {}))
+        segments = write_mask_png(mask.repeat(S // h, 0).repeat(S // h, 1), os.path.join(png_dir, f"{name}.png"),
+                                  categories)
+        images.append({"id": n, "file_name": f"{name}.{image_format}", "height": S, "width": S})
+        annotations.append({"image_id": n, "file_name": f"{name}.png", "segments_info": segments})
+    write_panoptic_json(json_path, images, annotations, categories, "written by pix2seq-d coco.write_coco_panoptic")
+    return json_path
