@@ -79,3 +79,27 @@ def noise_panels(mask, cfg, seed):
         rows.append([(colours(analog_to_mask(m, cfg.n_class_bits, cfg.n_identity_bits)[0].numpy()), f"b={b:g}, t={t:g}")
                      for m, t in zip(m_crpt, NOISE_TIMES)])
     return rows
+
+
+def save_run_figure(path, log_rows, samples, title):
+    """A training run at a glance: the loss curve (log_rows: dicts with "step" and "loss") beside
+    rows of input | ground truth | sample for a few held-out images (samples: (image float[3, S, S],
+    gt int[m, m, 2], pred int[m, m, 2]), S a multiple of m; none for a curve alone)."""
+    n = max(1, len(samples))
+    fig = Figure(figsize=(4 + 1.8 * 3 * bool(samples), max(2.6, 1.8 * n)), layout="constrained")
+    grid = fig.add_gridspec(n, 4 if samples else 1, width_ratios=[2.2, 1, 1, 1] if samples else [1])
+    ax = fig.add_subplot(grid[:, 0])
+    ax.plot([r["step"] for r in log_rows], [r["loss"] for r in log_rows], lw=1)
+    ax.set(xlabel="step", ylabel="training loss", title=title)
+    ax.title.set_fontsize(9)
+    for k, (image, gt, pred) in enumerate(samples):
+        image = np.asarray(image, np.float32).transpose(1, 2, 0)
+        r = image.shape[0] // gt.shape[0]
+        for j, (im, caption) in enumerate([(image, "input"), (overlay(image, np.kron(gt, np.ones((r, r, 1), int))),
+                                                              "ground truth"),
+                                           (overlay(image, np.kron(pred, np.ones((r, r, 1), int))), "sample")]):
+            a = fig.add_subplot(grid[k, 1 + j])
+            a.imshow(im, interpolation="nearest")
+            a.set_title(caption, fontsize=8)
+            a.axis("off")
+    fig.savefig(path, dpi=100)

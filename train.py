@@ -280,6 +280,22 @@ def evaluate(model, dataset, categories, steps=20, td=2.0, min_pixels=4, batch_s
     return pq.compute()
 
 
+@torch.no_grad()
+def save_summary(path, log_path, ema, val_set, args):
+    """runs/<name>/summary.png: the loss curve and, for image data, the EMA model's samples of the
+    first 4 held-out images beside their ground truth."""
+    from figures import save_run_figure  # (matplotlib only here)
+    with open(log_path) as f:
+        rows = [r for r in map(json.loads, f) if "loss" in r]
+    samples = []
+    if val_set is not None:
+        images, gts = zip(*(val_set[i] for i in range(min(4, len(val_set)))))
+        preds = ema.infer(torch.stack(images).to(args.device), args.steps, args.td, args.min_pixels).cpu()
+        samples = [(x.numpy(), g.numpy(), p.numpy()) for x, g, p in zip(images, gts, preds)]
+    save_run_figure(path, rows, samples, f"{args.name}: {args.train_steps} steps of batch {args.batch_size}")
+    print(f"wrote {path}: loss curve" + (" and samples of held-out images" if samples else ""))
+
+
 def save_checkpoint(path, state):
     """Atomically: write a temporary file beside it, then rename over."""
     tmp = path + ".tmp"
@@ -423,6 +439,7 @@ def train(args, rank=0, world=1):
         result.update({"j_and_f": vid["J&F"], "identity": vid["identity"]})
     log.write(json.dumps(result) + "\n")
     log.close()
+    save_summary(os.path.join(run_dir, "summary.png"), os.path.join(run_dir, "log.jsonl"), ema, val_set, args)
     print(f"eval: PQ={100 * result['pq']:.1f} PQ_th={100 * result['pq_things']:.1f} "
           f"PQ_st={100 * result['pq_stuff']:.1f}" + (f" J&F={100 * result['j_and_f']:.1f} "
           f"ID={100 * result['identity']:.1f}" if cfg.n_past else ""))

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
 
 import train
 from data import ShapesDataset
@@ -45,6 +46,8 @@ def test_short_training_run_improves_pq_over_untrained(tmp_path):
     assert log[-1]["pq"] == trained["pq"] and log[0]["step"] == 0
     ckpt = torch.load(tmp_path / "e2e" / "ckpt.pt", weights_only=True)
     assert ckpt["step"] == 150 and ckpt["config"]["mask_size"] == 32
+    with Image.open(tmp_path / "e2e" / "summary.png") as im:  # loss curve + 4 rows of samples
+        assert im.width > 600 and im.height > 400
 
 
 def run_cli(*args):
