@@ -303,8 +303,9 @@ segments (default: PARTIAL.json beside it; the annotation whose file_name is the
 first), as sample.py writes them. --known KNOWN.png (same size) marks the known pixels: nonzero =
 known (default: the PNG's non-void pixels). So: run sample.py on IMG, erase or keep parts of
 out/IMG_panoptic.png, paint KNOWN.png, and run sample.py IMG --inpaint ... --known KNOWN.png.
-At each step the known pixels' analog bits are the partial mask's noised to the current t; the
-known pixels come out as given (same segment ids); the rest is sampled."""
+At each step the known pixels' analog bits are the partial mask's noised to the current t, its
+segments renamed to the identities the model gives them (identities are only names); the known
+pixels come out as given (same segment ids); the rest is sampled."""
 
 
 def ints(s):
