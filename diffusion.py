@@ -6,7 +6,6 @@ match_identities()  inpainting: the renaming of known identities that agrees bes
 Pix2SeqD     the encoder (run once per image) and the mask decoder (iterated);
              train_loss is Alg. 1, infer is Alg. 2 (with majority-vote post-processing).
 """
-import math
 import os
 import pickle
 from dataclasses import asdict, dataclass
@@ -22,21 +21,31 @@ from losses import expected_bits, l2_loss, size_weights, softmax_ce
 from schedule import gamma, time_pairs
 
 
+def gamma_of(t, x):
+    """gamma(t) in float64 (1 - gamma is tiny near t = 0) to broadcast over x: float[B, ...]. t: a
+    float or 0-dim tensor -> 0-dim (arithmetic with x stays in x's dtype); float[B] -> [B, 1, ...]."""
+    t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+    return gamma(t.view(-1, *([1] * (x.dim() - 1))) if t.dim() else t)
+
+
 def corrupt(m_bits, t, eps):
-    """Eq. 1. m_bits, eps: float[B, n, h, w]; t: float[B] in [0, 1]  ->  m_crpt."""
-    g = gamma(t.double()).view(-1, *([1] * (m_bits.dim() - 1)))  # float64: 1 - g is tiny near t = 0
+    """Eq. 1. m_bits, eps: float[B, n, h, w]; t: float[B] in [0, 1] (or one float)  ->  m_crpt,
+    computed in float64."""
+    g = gamma_of(torch.as_tensor(t).reshape(-1), m_bits)
     return (g.sqrt() * m_bits + (1 - g).sqrt() * eps).to(m_bits.dtype)
 
 
 def ddim_step(x_t, x_pred, t_now, t_next, scale=0.1):
-    """Alg. 4: estimate x at t_next from x_t and the predicted x0 (x_pred), times as floats."""
-    if kernels.enabled(x_t):
+    """Alg. 4: estimate x at t_next from x_t and the predicted x0 (x_pred). x_t, x_pred:
+    float[B, ...]; t_now, t_next: floats (the sampler's), or float[B] tensors (one per example)."""
+    per_example = any(isinstance(t, torch.Tensor) and t.dim() for t in (t_now, t_next))
+    if kernels.enabled(x_t) and not per_example:
         from kernels.ddim import ddim_step as ddim_step_kernel
         return ddim_step_kernel(x_t, x_pred, t_now, t_next, scale)
-    g_now, g_next = gamma(t_now), gamma(t_next)
+    g_now, g_next = gamma_of(t_now, x_t), gamma_of(t_next, x_t)  # 0-dim for one time: x's dtype is kept
     x_pred = x_pred.clamp(-scale, scale)
-    eps = (x_t - math.sqrt(g_now) * x_pred) / math.sqrt(1 - g_now)
-    return math.sqrt(g_next) * x_pred + math.sqrt(1 - g_next) * eps
+    eps = (x_t - g_now.sqrt() * x_pred) / (1 - g_now).sqrt()
+    return (g_next.sqrt() * x_pred + (1 - g_next).sqrt() * eps).to(x_t.dtype)
 
 
 def ce_and_m_pred(m_logits, target, weights, scale):

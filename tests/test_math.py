@@ -96,6 +96,27 @@ def test_corrupt_is_eq1():
     assert torch.allclose(corrupt(m_bits, t, eps), expected, atol=1e-6)
 
 
+def test_corrupt_takes_one_time_for_all_or_one_per_example():
+    torch.manual_seed(0)
+    m_bits, eps = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    per_example = corrupt(m_bits, torch.full((3,), 0.4), eps)
+    assert torch.equal(corrupt(m_bits, 0.4, eps), per_example)
+    assert torch.equal(corrupt(m_bits, torch.tensor(0.4), eps), per_example)
+
+
+def test_ddim_step_takes_one_time_per_example():
+    """float[B] times step each example as its own scalar times do (float64 inside: to 1e-6)."""
+    torch.manual_seed(0)
+    x_t, x_pred = torch.randn(3, 4, 2, 2), 0.2 * torch.randn(3, 4, 2, 2)
+    t_now, t_next = [0.9, 0.5, 0.2], [0.7, 0.5, 0.0]
+    got = ddim_step(x_t, x_pred, torch.tensor(t_now), torch.tensor(t_next), 0.1)
+    assert got.dtype == x_t.dtype
+    for i in range(3):
+        torch.testing.assert_close(got[i], ddim_step(x_t[i:i + 1], x_pred[i:i + 1], t_now[i], t_next[i], 0.1)[0],
+                                   rtol=0, atol=1e-6)
+    assert torch.equal(got[1], x_t[1])  # g_next == g_now: nothing to remove
+
+
 def alg4_ddim_step(x_t, x_pred, t_now, t_next, scale):  # App. A, Alg. 4, transcribed
     g_now, g_next = alg4_gamma(t_now), alg4_gamma(t_next)
     x_pred = np.clip(x_pred, -scale, scale)

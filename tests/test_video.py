@@ -245,5 +245,5 @@ def test_train_fine_tunes_an_image_checkpoint_into_a_video_model(tmp_path, capsy
     ckpt = torch.load(tmp_path / "vid" / "ckpt.pt", weights_only=True)
     assert ckpt["config"]["n_past"] == 2 and ckpt["config"]["dec_base"] == SMALL["dec_base"]
     with pytest.raises(SystemExit) as e:
-        train.main(["--dataset", "shapes-video", "--init", image_ckpt, "--mask-size", "16", "--out", str(tmp_path)])
-    assert e.value.code == 2 and "--mask-size 16" in capsys.readouterr().err
+        train.main(["--dataset", "shapes-video", "--init", image_ckpt, "--scale", "0.5", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "--scale 0.5" in capsys.readouterr().err  # sizes may change (stage 2), b not
