@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import train
-from data import ShapesDataset
+from data import ShapesDataset, batch_at
 from diffusion import Pix2SeqD, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_loss_falls_on_a_fixed_batch():
     torch.manual_seed(0)
     model = Pix2SeqD(tiny_config())
-    images, masks = train.batch_at(ShapesDataset("train"), 0, 8, seed=0, device="cpu")
+    images, masks = batch_at(ShapesDataset("train"), 0, 8, seed=0, device="cpu")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(15):
