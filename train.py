@@ -109,8 +109,10 @@ def get_args(argv=None):
     for flag in ("train_steps", "batch_size", "steps", "eval_images", "ckpt_every", "stop_at"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             ap.error(f"--{flag.replace('_', '-')} must be >= 1")
-    if min(args.workers, args.warmup or 0, args.color_jitter, args.end_lr) < 0:
-        ap.error("--workers, --warmup, --color-jitter and --end-lr must be >= 0")
+    if min(args.workers, args.warmup or 0, args.color_jitter) < 0:
+        ap.error("--workers, --warmup and --color-jitter must be >= 0")
+    if not 0 <= args.end_lr <= 1:
+        ap.error(f"--end-lr is a fraction of --lr in [0, 1], got {args.end_lr}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: no CUDA device here; use --device cpu")
     if args.amp and not args.device.startswith("cuda"):

@@ -60,6 +60,14 @@ def test_bad_flag_gives_one_line_error():
     assert len(r.stderr.strip().splitlines()) == 1 and "--train-steps" in r.stderr
 
 
+@pytest.mark.parametrize("flag, value", [("--end-lr", "1.5"), ("--color-jitter", "-1"), ("--warmup", "-2")])
+def test_out_of_range_schedule_flags_give_one_line_errors(flag, value, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.get_args([flag, value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and flag in err[0]
+
+
 def test_resume_without_checkpoint_gives_one_line_error(tmp_path):
     r = run_cli("--out", str(tmp_path), "--name", "nothing", "--resume")
     assert r.returncode != 0 and "Traceback" not in r.stderr
