@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bits import analog_to_mask, bit2int, int2bit, mask_to_analog
-from diffusion import corrupt, ddim_step, majority_vote
+from diffusion import corrupt, ddim_step, majority_vote, match_identities
 from losses import expected_bits, size_weights, softmax_ce
 from schedule import gamma, time_pairs
 
@@ -184,3 +184,17 @@ def test_majority_vote():
     # the lower class, void -> void; id 3: classes 4 (9 clamped), 4, 4 -> 4; identity 0 -> void.
     assert out[..., 0].tolist() == [[1, 1, 1, 0], [1, 1, 0, 0], [4, 4, 4, 0]]
     assert out[..., 1].tolist() == [[1, 1, 1, 0], [1, 1, 0, 0], [3, 3, 3, 0]]
+
+
+def test_match_identities_by_hand():
+    """Inpainting's renaming: known 3 and 5 sit on the model's 1 and 2, so they take those names;
+    known 4 sits where the model predicts void, so it takes the first name the model does not use
+    (3), not one that would merge it into a predicted segment; pi is a permutation with pi[0] = 0."""
+    pred = torch.zeros(1, 4, 4, dtype=torch.long)
+    pred[:, :3, :2], pred[:, :3, 2:] = 1, 2
+    known = torch.full((1, 4, 4), 4)
+    known[:, :3, :2], known[:, :3, 2:] = 3, 5
+    first = torch.full((1, 8), 16).scatter_reduce(1, known.view(1, -1), torch.arange(16).view(1, -1), "amin")
+    pi = match_identities(pred, known, torch.ones(1, 4, 4, dtype=torch.bool), first)
+    assert (pi[0, 0], pi[0, 3], pi[0, 5], pi[0, 4]) == (0, 1, 2, 3)
+    assert sorted(pi[0].tolist()) == list(range(8))
