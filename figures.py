@@ -7,9 +7,7 @@ Colours: a tab10 hue per class, a shade per identity, void black.
 import matplotlib
 import numpy as np
 import torch
-from matplotlib.figure import (
-    Figure,  # no pyplot: no GUI backend, no global figure state
-)
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
 from matplotlib.patches import Patch
 
 from bits import analog_to_mask, mask_to_analog

@@ -37,13 +37,7 @@ from tqdm import tqdm
 
 import cli
 from cli import Parser
-from coco import (
-    CocoPanoptic,
-    read_panoptic_png,
-    write_coco_panoptic,
-    write_mask_png,
-    write_panoptic_json,
-)
+from coco import CocoPanoptic, read_panoptic_png, write_coco_panoptic, write_mask_png, write_panoptic_json
 from data import ShapesDataset
 from diffusion import load_model
 from figures import colours, noise_panels, overlay, save_figure, save_panels

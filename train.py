@@ -35,8 +35,7 @@ from coco import CocoPanoptic, DataError
 from data import Draws, ShapesDataset, ShapesVideoDataset, StepBatches, noise_at
 from diffusion import PRESETS, Config, Pix2SeqD, load_model
 from metrics import PanopticQuality
-from video import evaluate as evaluate_video
-from video import init_from_image, video_inputs
+from video import evaluate as evaluate_video, init_from_image, video_inputs
 
 # --dataset coco: App. B's low-resolution stage (256 px images, 128 px masks, 800 epochs of batch 512,
 # lr 1e-4, EMA 0.999, scale jitter [1, 3]) with the official config's warm-up (5 epochs: None), decay
