@@ -172,11 +172,10 @@ class CocoPanoptic(torch.utils.data.Dataset):
             raise ValueError(f"image_size {image_size} must be a multiple of mask_size {mask_size}")
         if jitter is not None and not 0 < jitter[0] <= jitter[1]:
             raise ValueError(f"jitter must be (low, high) with 0 < low <= high, got {jitter}")
-        self.root, self.split, self.image_size, self.mask_size = root, split, image_size, mask_size
         if color < 0:
             raise ValueError(f"color (colour jitter strength) must be >= 0, got {color}")
-        self.jitter, self.flip, self.permute, self.max_identities = jitter, flip, permute, max_identities
-        self.color = color
+        self.root, self.split, self.image_size, self.mask_size = root, split, image_size, mask_size
+        self.jitter, self.flip, self.permute, self.max_identities, self.color = jitter, flip, permute, max_identities, color
         self.records, self.categories = read_coco_panoptic(root, split)
         self.json_path, self.png_dir, self.image_dir = coco_paths(root, split)
 
