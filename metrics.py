@@ -368,7 +368,9 @@ def j_and_f(pred_frames, gt_frames, bound_th=0.008):
     """DAVIS 2017 J&F of one video, unsupervised protocol.
 
     pred_frames, gt_frames: T frames each, [H, W] object-id maps or [H, W, 2] masks (identity
-    channel), 0 = background. Gt objects: the nonzero ids present in some frame. Proposals: pred
+    channel), 0 = background. Gt objects: the nonzero ids present in some frame (the DAVIS tool
+    takes ids 1..max of the first frame, its annotations numbering objects so; here a thing that
+    enters later counts too). Proposals: pred
     ids 1..max(largest pred id, number of gt objects), absent ids as empty masks (as DAVIS reads
     a result PNG). J = IoU per frame (1 when both are empty); F = boundary F-measure (DAVIS
     seg2bmap boundaries, matched within a disk of radius ceil(bound_th * diagonal), or bound_th
