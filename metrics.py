@@ -405,14 +405,16 @@ def j_and_f(pred_frames, gt_frames, bound_th=0.008):
 
 
 def identity_consistency(pred_frames, gt_frames):
-    """Fraction of gt tracks followed by a single predicted identity for the whole video.
+    """Fraction of gt tracks followed by a single predicted identity, theirs alone, for the whole video.
 
     pred_frames, gt_frames as in j_and_f. A gt identity g (nonzero, present in some frame) is
     consistent when one predicted identity q != 0 covers a strict majority (more than half) of
-    g's pixels in every frame where g has pixels. Returns (consistent gt ids) / (gt ids), in [0, 1].
+    g's pixels in every frame where g has pixels, and q holds the majority of no other gt track
+    in any frame (one identity on two things tracks neither). Returns (consistent gt ids) / (gt ids).
     """
     pred, gt, gt_ids = _check_video(pred_frames, gt_frames)
     follower = {}  # gt id -> the pred id holding its majority so far, or -1 once broken
+    holds = {}  # pred id -> the gt ids whose majority it held in some frame
     for p, g in zip(pred, gt):
         obj = g > 0
         pairs, count = np.unique(np.stack([g[obj], p[obj]]), axis=1, return_counts=True)
@@ -420,5 +422,6 @@ def identity_consistency(pred_frames, gt_frames):
         for gi in area:
             hold = pairs[1][(pairs[0] == gi) & (2 * count > area[gi])]
             q = int(hold[0]) if len(hold) and hold[0] != 0 else -1
+            holds.setdefault(q, set()).add(gi)
             follower[gi] = q if follower.get(gi, q) == q else -1
-    return sum(q > 0 for q in follower.values()) / len(gt_ids)
+    return sum(q > 0 and holds[q] == {g} for g, q in follower.items()) / len(gt_ids)

@@ -107,3 +107,7 @@ def test_identity_consistency():
     assert identity_consistency(pred, gt) == 1.0
     assert identity_consistency([np.zeros_like(f) for f in gt], gt) == 0.0
     assert math.isclose(identity_consistency(gt, [np.where(f == 2, 0, f) for f in gt]), 1.0)
+    merged = [np.where(f > 0, 5, 0) for f in gt]  # one identity on both things: it tracks neither
+    assert identity_consistency(merged, gt) == 0.0
+    merged[0] = np.where(gt[0] == 2, 6, merged[0])  # ... even if it held object 2 only in later frames
+    assert identity_consistency(merged, gt) == 0.0
