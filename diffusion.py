@@ -23,9 +23,10 @@ from schedule import gamma, time_pairs
 
 def gamma_of(t, x):
     """gamma(t) in float64 (1 - gamma is tiny near t = 0) to broadcast over x: float[B, ...]. t: a
-    float or 0-dim tensor -> 0-dim (arithmetic with x stays in x's dtype); float[B] -> [B, 1, ...]."""
-    t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
-    return gamma(t.view(-1, *([1] * (x.dim() - 1))) if t.dim() else t)
+    float -> a 0-dim CPU tensor, a scalar to x's ops (x's dtype and device, no copy to the device);
+    float[B] -> [B, 1, ...] on x's device."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return gamma(t.to(x.device).view(-1, *([1] * (x.dim() - 1))) if t.dim() else t)
 
 
 def corrupt(m_bits, t, eps):
