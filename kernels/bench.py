@@ -195,8 +195,9 @@ IMAGE_SIZES = [(1, 64), (4, 256), (16, 256), (16, 512), (64, 512)]  # (B, S): bi
 CE_SIZES = [(1, 64), (2, 128), (4, 256), (2, 512), (4, 512)]  # logits [B, 2, 256, S, S]: 2 GB fp32 at the end
 
 
-def cases(image_sizes, ce_sizes, dev="cuda"):
-    """(kernel, size label, bytes moved, {impl: fn}, measure peak memory?) from small to GPU-filling."""
+def cases(image_sizes, ce_sizes, dev="cuda", dtypes=(torch.float32, torch.bfloat16)):
+    """(kernel, size label, bytes moved, {impl: fn}, measure peak memory?) from small to GPU-filling;
+    the CE cases for each of dtypes."""
     for B, S in image_sizes:
         mask = torch.randint(0, 256, (B, S, S, 2), device=dev)
         m = torch.randn(B, 16, S, S, device=dev)
@@ -213,7 +214,7 @@ def cases(image_sizes, ce_sizes, dev="cuda"):
             "kernel": lambda: k_ddim.ddim_step(m, x_pred, 0.6, 0.45, SCALE),
             "eager": lambda: diffusion.ddim_step(m, x_pred, 0.6, 0.45, SCALE),
             "compile": lambda: C["ddim"](m, x_pred, 0.6, 0.45, SCALE)}, False)
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in dtypes:
         s = torch.finfo(dtype).bits // 8
         for B, S in ce_sizes:
             logits, target, weights = ce_inputs(B, S, S, dtype, dev)
@@ -228,6 +229,36 @@ def cases(image_sizes, ce_sizes, dev="cuda"):
             yield ("ce infer (m_pred)", label, px * (G * K * s + G * N * 4), {
                 "kernel": lambda: k_ce.weighted_softmax_ce(x, None, None, SCALE),
                 "eager": lambda: losses.expected_bits(x, SCALE), "compile": lambda: C["eb"](x, SCALE)}, False)
+
+
+def time_cases(case_iter, copy_gbs):
+    """Times every implementation of every case (see cases()), prints the table; returns its rows."""
+    rows = []
+    head = f"{'kernel':18s} {'size':18s} {'MB':>8s} {'ms':>8s} {'GB/s':>7s} {'%copy':>6s} {'x eager':>8s} {'x compile':>9s}"
+    print(head + "  peak MB kernel/eager/compile")
+    for name, label, nbytes, impls, mem in case_iter:
+        ms = {}
+        for impl, fn in impls.items():
+            try:
+                ms[impl] = bench(fn)
+            except Exception:  # only torch.compile may fail here (compiled() says why): keep the other columns
+                if impl != "compile":
+                    raise
+                ms[impl] = None
+        row = dict(kernel=name, size=label, bytes=nbytes, ms=ms, gbps=nbytes / ms["kernel"] * 1e-6)
+        row["frac_copy"] = row["gbps"] / copy_gbs
+        row["speedup_eager"] = ms["eager"] / ms["kernel"]
+        row["speedup_compile"] = ms["compile"] / ms["kernel"] if ms["compile"] else None
+        if mem:
+            row["peak_mb"] = {impl: peak_mb(fn) for impl, fn in impls.items() if ms[impl] is not None}
+        rows.append(row)
+        sc = f"{row['speedup_compile']:9.2f}" if row["speedup_compile"] else f"{'-':>9s}"
+        peak = "  " + "/".join(f"{v:.0f}" for v in row["peak_mb"].values()) if mem else ""
+        print(f"{name:18s} {label:18s} {nbytes / 2 ** 20:8.1f} {ms['kernel']:8.3f} {row['gbps']:7.0f} "
+              f"{100 * row['frac_copy']:5.0f}% {row['speedup_eager']:8.2f} {sc}{peak}")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return rows
 
 
 C = {}  # torch.compile of each reference, built in main()
@@ -267,31 +298,8 @@ def main():
     copy_gbs = 2 * src.nbytes / bench(lambda: dst.copy_(src)) * 1e-6
     src = dst = None  # free the 2 GiB before the kernels run
     print(f"{torch.cuda.get_device_name()}: device-to-device copy {copy_gbs:.0f} GB/s")
-    rows = []
-    head = f"{'kernel':18s} {'size':18s} {'MB':>8s} {'ms':>8s} {'GB/s':>7s} {'%copy':>6s} {'x eager':>8s} {'x compile':>9s}"
-    print(head + "  peak MB kernel/eager/compile")
     n = 3 if args.quick else None
-    for name, label, nbytes, impls, mem in cases(IMAGE_SIZES[:n], CE_SIZES[:n]):
-        ms = {}
-        for impl, fn in impls.items():
-            try:
-                ms[impl] = bench(fn)
-            except Exception:  # only torch.compile may fail here (compiled() says why): keep the other columns
-                if impl != "compile":
-                    raise
-                ms[impl] = None
-        row = dict(kernel=name, size=label, bytes=nbytes, ms=ms, gbps=nbytes / ms["kernel"] * 1e-6)
-        row["frac_copy"] = row["gbps"] / copy_gbs
-        row["speedup_eager"] = ms["eager"] / ms["kernel"]
-        row["speedup_compile"] = ms["compile"] / ms["kernel"] if ms["compile"] else None
-        if mem:
-            row["peak_mb"] = {impl: peak_mb(fn) for impl, fn in impls.items() if ms[impl] is not None}
-        rows.append(row)
-        sc = f"{row['speedup_compile']:9.2f}" if row["speedup_compile"] else f"{'-':>9s}"
-        peak = "  " + "/".join(f"{v:.0f}" for v in row["peak_mb"].values()) if mem else ""
-        print(f"{name:18s} {label:18s} {nbytes / 2 ** 20:8.1f} {ms['kernel']:8.3f} {row['gbps']:7.0f} "
-              f"{100 * row['frac_copy']:5.0f}% {row['speedup_eager']:8.2f} {sc}{peak}")
-        torch.cuda.empty_cache()
+    rows = time_cases(cases(IMAGE_SIZES[:n], CE_SIZES[:n]), copy_gbs)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(dict(device=torch.cuda.get_device_name(), copy_gbps=copy_gbs, torch=torch.__version__,

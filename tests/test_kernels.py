@@ -270,3 +270,26 @@ def test_kernels_compile_for_h100():
     run = subprocess.run([sys.executable, "-m", "kernels.bench", "--compile-only"], cwd=root, capture_output=True,
                          text=True, env={**os.environ, "TRITON_INTERPRET": "0"})
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def test_bench_bookkeeping_on_the_cpu(monkeypatch, tmp_path):
+    """kernels.bench's timing table (cases, rows, JSON, plot) with the kernels in the interpreter and a
+    stub clock: what a GPU session runs, minus the timing. Every implementation "takes" 1 ms, so
+    every speed-up is 1 and GB/s is the bytes moved per ms."""
+    import json
+
+    from kernels import bench
+    monkeypatch.setenv("PIX2SEQD_KERNELS", "0")  # the references take their PyTorch path, as in bench.main
+    monkeypatch.setattr(bench, "bench", lambda fn: (fn(), 1.0)[1])
+    monkeypatch.setattr(bench, "peak_mb", lambda fn: (fn(), 2.0)[1])
+    monkeypatch.setattr(bench, "C", dict(m2a=bits.mask_to_analog, a2m=bits.analog_to_mask, ddim=diffusion.ddim_step,
+                                         ce=bench.ce_train_ref, eb=losses.expected_bits))
+    rows = bench.time_cases(bench.cases([(1, 8)], [(1, 4)], dev="cpu", dtypes=(torch.float32,)), copy_gbs=100.0)
+    assert [r["kernel"] for r in rows] == ["mask_to_analog", "analog_to_mask", "ddim_step", "ce fwd+bwd",
+                                           "ce infer (m_pred)"]
+    for r in rows:
+        assert r["speedup_eager"] == r["speedup_compile"] == 1.0 and r["gbps"] == pytest.approx(r["bytes"] * 1e-6)
+    assert rows[3]["peak_mb"] == {"kernel": 2.0, "eager": 2.0, "compile": 2.0}
+    json.dumps(rows)
+    bench.plot(rows, 100.0, str(tmp_path / "bench.png"))
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
