@@ -236,9 +236,9 @@ class Pix2SeqD(nn.Module):
         if past is not None and past.shape[1] != n_past:
             raise ValueError(f"past must have {n_past} channels (n_past={self.cfg.n_past} masks of "
                              f"{self.cfg.n_bits} bits), got {list(past.shape)}")
-        g = gamma(t.double())
-        m_in = m_t / (g * self.cfg.scale ** 2 + 1 - g).sqrt().to(m_t.dtype).view(-1, 1, 1, 1)
-        out = self.decoder(m_in, *h, g.to(m_t.dtype), past)
+        g = gamma_of(t, m_t)  # float64[B, 1, 1, 1]
+        m_in = m_t / (g * self.cfg.scale ** 2 + 1 - g).sqrt().to(m_t.dtype)
+        out = self.decoder(m_in, *h, g.view(-1).to(m_t.dtype), past)
         B, _, H, W = out.shape
         return out.view(B, 2, -1, H, W) if self.cfg.loss == "ce" else out
 
