@@ -356,12 +356,13 @@ def color_jitter(image, strength):
 
     if torch.rand(()).item() < 0.8:
         for op in torch.randperm(4).tolist():
-            grey = (image @ LUMA)[..., None]
             if op == 0:  # brightness
                 image = image * factor(0.8 * strength)
             elif op == 1:  # contrast: about the mean grey value
-                image = grey.mean() + (image - grey.mean()) * factor(0.8 * strength)
+                mean = (image @ LUMA).mean()
+                image = mean + (image - mean) * factor(0.8 * strength)
             elif op == 2:  # saturation: about each pixel's grey value
+                grey = (image @ LUMA)[..., None]
                 image = grey + (image - grey) * factor(0.8 * strength)
             else:
                 image = hue_rotate(image, factor(0.2 * strength) - 1)

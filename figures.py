@@ -92,10 +92,10 @@ def save_run_figure(path, log_rows, samples, title):
     ax.title.set_fontsize(9)
     for k, (image, gt, pred) in enumerate(samples):
         image = np.asarray(image, np.float32).transpose(1, 2, 0)
-        r = image.shape[0] // gt.shape[0]
-        for j, (im, caption) in enumerate([(image, "input"), (overlay(image, np.kron(gt, np.ones((r, r, 1), int))),
-                                                              "ground truth"),
-                                           (overlay(image, np.kron(pred, np.ones((r, r, 1), int))), "sample")]):
+        r = image.shape[0] // gt.shape[0]  # mask pixel -> r x r image pixels (nearest)
+        gt, pred = (m.repeat(r, 0).repeat(r, 1) for m in (gt, pred))
+        for j, (im, caption) in enumerate([(image, "input"), (overlay(image, gt), "ground truth"),
+                                           (overlay(image, pred), "sample")]):
             a = fig.add_subplot(grid[k, 1 + j])
             a.imshow(im, interpolation="nearest")
             a.set_title(caption, fontsize=8)
