@@ -192,7 +192,7 @@ def get_args(argv=None):
     ap.add_argument("--ckpt", default=None, help="sampling: sweep this checkpoint instead of training the default run")
     ap.add_argument("--train-steps", type=int, default=150)
     ap.add_argument("--warmup", type=int, default=20, help="linear warm-up steps of the lr (train.py's default, 100, "
-                    "is for its 1200 steps)")
+                    "is for its 900 steps)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--eval-images", type=int, default=100)
     ap.add_argument("--steps", type=int, default=20, help="sampling steps of every eval (Fig. 6b's fixed steps)")

@@ -345,7 +345,7 @@ def load_model(path, device="cpu"):
     Raises FileNotFoundError for a missing file and ValueError for one that is not a
     pix2seq-d checkpoint (each with a one-line message a CLI can print)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} not found: train one with `python train.py` or pass --ckpt PATH")
+        raise FileNotFoundError(f"checkpoint {path} not found: train one with `python train.py` or give the path of an existing one")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
         model = Pix2SeqD(Config.from_dict(ckpt["config"]))

@@ -197,7 +197,8 @@ CE_SIZES = [(1, 64), (2, 128), (4, 256), (2, 512), (4, 512)]  # logits [B, 2, 25
 
 def cases(image_sizes, ce_sizes, dev="cuda", dtypes=(torch.float32, torch.bfloat16)):
     """(kernel, size label, bytes moved, {impl: fn}, measure peak memory?) from small to GPU-filling;
-    the CE cases for each of dtypes."""
+    the CE cases for each of dtypes. A generator on purpose: each case's fns close over the loop's
+    tensors, so time a case before drawing the next (and only one size is in GPU memory at a time)."""
     for B, S in image_sizes:
         mask = torch.randint(0, 256, (B, S, S, 2), device=dev)
         m = torch.randn(B, 16, S, S, device=dev)
