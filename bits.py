@@ -10,7 +10,9 @@ import torch
 
 
 def int2bit(x, n=8):
-    """Alg. 3. x: long[...] with 0 <= x < 2**n  ->  uint8[..., n], LSB first."""
+    """Alg. 3. x: long[...] with 0 <= x < 2**n (or a Python int, list, numpy array)  ->  uint8[..., n],
+    LSB first."""
+    x = torch.as_tensor(x)
     if x.dtype.is_floating_point or x.dtype == torch.bool:
         raise ValueError(f"int2bit expects an integer tensor, got {x.dtype}")
     if not 1 <= n <= 62:
@@ -25,6 +27,7 @@ def int2bit(x, n=8):
 def bit2int(bits):
     """Alg. 3. bits: [..., n] of {0, 1} (int or bool); floats are analog bits, thresholded at 0
     (a float 0/1 bit thresholds the same way)  ->  long[...]."""
+    bits = torch.as_tensor(bits)
     if bits.dtype.is_floating_point:
         bits = bits > 0
     n = bits.shape[-1]

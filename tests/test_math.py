@@ -36,6 +36,13 @@ def test_int2bit_rejects_values_out_of_budget():
         int2bit(torch.tensor([1.0]), 3)
 
 
+def test_int2bit_and_bit2int_take_python_ints_lists_and_numpy():
+    assert int2bit(6, 3).tolist() == [0, 1, 1]  # LSB first
+    assert int2bit([1, 4], 3).tolist() == [[1, 0, 0], [0, 0, 1]]
+    assert bit2int([0, 1, 1]).item() == 6
+    assert bit2int(np.array([[0.1, -0.1, 0.1]])).tolist() == [5]  # analog bits threshold at 0
+
+
 def random_mask(rng, B, H, W, nc, ni):
     return torch.stack([torch.from_numpy(rng.integers(0, 2 ** nc, (B, H, W))),
                         torch.from_numpy(rng.integers(0, 2 ** ni, (B, H, W)))], -1)
