@@ -17,7 +17,7 @@ def int2bit(x, n=8):
         raise ValueError(f"int2bit expects an integer tensor, got {x.dtype}")
     if not 1 <= n <= 62:
         raise ValueError(f"int2bit: n must be in [1, 62], got {n}")
-    if x.numel() and (x.min() < 0 or x.max() >= 2 ** n):
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= 2 ** n):  # as Python ints: 2**n may not fit x's dtype
         raise ValueError(f"int2bit: values must lie in [0, {2 ** n}) to fit in {n} bits, "
                          f"got range [{int(x.min())}, {int(x.max())}]")
     shifts = torch.arange(n, device=x.device)
@@ -45,7 +45,7 @@ def check_mask(mask, n_class_bits, n_identity_bits):
         raise ValueError(f"mask must be an integer tensor, got {mask.dtype}")
     for c, (name, n) in enumerate((("class", n_class_bits), ("identity", n_identity_bits))):
         v = mask[..., c]
-        if v.numel() and (v.min() < 0 or v.max() >= 2 ** n):
+        if v.numel() and (int(v.min()) < 0 or int(v.max()) >= 2 ** n):  # Python ints: no uint8 wrap-around
             raise ValueError(f"mask {name} ids span [{int(v.min())}, {int(v.max())}] but "
                              f"{n} {name} bits hold only 0..{2 ** n - 1}: raise the bit count")
 

@@ -21,6 +21,9 @@ from data import color_jitter, permute_identities
 def write_panoptic_png(ids, path):
     """Save int[H, W] segment ids (< 256^3) as a COCO panoptic PNG: R + 256 G + 256^2 B = id."""
     ids = np.asarray(ids, dtype=np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= 256 ** 3):
+        raise ValueError(f"{path}: segment ids must lie in [0, 256^3) to fit a COCO panoptic PNG, "
+                         f"got [{ids.min()}, {ids.max()}] (a class id >= 256 gives ids beyond it)")
     rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2], -1).astype(np.uint8)
     Image.fromarray(rgb).save(path)
 

@@ -26,7 +26,8 @@ def time_features(g, dim=128, gamma_scale=1e4):
 
 
 class ResBlock(nn.Module):
-    """Residual block with FiLM time conditioning after each group norm's first use."""
+    """Residual block, time-conditioned by FiLM after its second group norm (SPEC):
+    y = conv1(silu(gn(x))); y = silu(gn(y) * (1 + scale) + shift); out = short(x) + conv2(y)."""
 
     def __init__(self, c_in, c_out, t_dim):
         super().__init__()

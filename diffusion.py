@@ -66,8 +66,8 @@ def majority_vote(mask, n_classes, min_pixels=0):
     Classes above n_classes are clamped to it; every identity takes the class most of its pixels
     carry; identities with fewer than min_pixels pixels, identity 0, and identities whose
     majority class is void (0) become void (0, 0)."""
-    B = mask.shape[0]
-    cls, ids = mask[..., 0].clamp(0, n_classes).reshape(B, -1), mask[..., 1].reshape(B, -1)
+    B, n = mask.shape[0], mask.shape[1] * mask.shape[2]
+    cls, ids = mask[..., 0].clamp(0, n_classes).reshape(B, n), mask[..., 1].reshape(B, n)
     n_ids = int(ids.max()) + 1 if ids.numel() else 1
     C = n_classes + 1
     key = (torch.arange(B, device=mask.device)[:, None] * n_ids + ids) * C + cls
@@ -104,7 +104,7 @@ def match_identities(pred_ids, known_ids, region, first):
     pi = torch.full((B, K), -1, dtype=torch.long, device=dev)
     pi[:, 0] = 0
     for _ in range(K - 1):
-        best, at = score.view(B, -1).max(1)
+        best, at = score.flatten(1).max(1)
         ok = best >= 0
         if not ok.any():
             break
@@ -113,7 +113,7 @@ def match_identities(pred_ids, known_ids, region, first):
         score[rows[ok], a, :] = -1
         score[rows[ok], :, k] = -1
     in_pred = torch.zeros(B, K, dtype=torch.bool, device=dev)
-    in_pred[rows.view(-1, 1), pred_ids.view(B, -1)] = True
+    in_pred[rows.view(-1, 1), pred_ids.flatten(1)] = True
     used = torch.zeros(B, K, dtype=torch.bool, device=dev)
     used.scatter_(1, pi.clamp(min=0), True)
     known_order = ((pi >= 0).long() * K + rank).argsort(dim=1, stable=True)  # unmatched first
@@ -125,7 +125,7 @@ def match_identities(pred_ids, known_ids, region, first):
 
 def rename(mask, pi):
     """mask: long[B, h, w, 2] with its identities replaced by pi[b, identity] (pi: long[B, K])."""
-    ids = pi.gather(1, mask[..., 1].reshape(mask.shape[0], -1)).view(mask.shape[:-1])
+    ids = pi.gather(1, mask[..., 1].flatten(1)).view(mask.shape[:-1])
     return torch.stack([mask[..., 0], ids], -1)
 
 
@@ -195,6 +195,9 @@ IMAGE_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 class Pix2SeqD(nn.Module):
+    """Sec. 3.1's encoder-decoder: the image encoder runs once per image, the mask decoder once
+    per diffusion step. train_loss is Alg. 1, infer is Alg. 2 (with the DDIM step of Alg. 4)."""
+
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
@@ -240,7 +243,7 @@ class Pix2SeqD(nn.Module):
         m_in = m_t / (g * self.cfg.scale ** 2 + 1 - g).sqrt().to(m_t.dtype)
         out = self.decoder(m_in, *h, g.view(-1).to(m_t.dtype), past)
         B, _, H, W = out.shape
-        return out.view(B, 2, -1, H, W) if self.cfg.loss == "ce" else out
+        return out.view(B, 2, 2 ** self.cfg.n_class_bits, H, W) if self.cfg.loss == "ce" else out
 
     def decode(self, m_t, h, t, past=None):
         """Alg. 2's mask_decoder: -> (m_logits or None with the l2 loss, m_pred)."""
@@ -263,6 +266,8 @@ class Pix2SeqD(nn.Module):
         them so that an example's noise does not depend on how a batch is split over processes)."""
         c = self.cfg
         check_mask(masks, c.n_class_bits, c.n_identity_bits)
+        if masks.shape[0] == 0:
+            raise ValueError("train_loss got an empty batch: the mean loss of no examples is undefined")
         if masks.shape[1:3] != (c.mask_size, c.mask_size) or images.shape[0] != masks.shape[0]:
             raise ValueError(f"masks {list(masks.shape)} do not match images {list(images.shape)} "
                              f"and mask_size {c.mask_size}")
@@ -295,6 +300,8 @@ class Pix2SeqD(nn.Module):
         (PQ 45.8, below the 63.1 of sampling from scratch; renamed: 62.7; README "PQ sweeps").
         trajectory=True also returns the list of decoded masks after each step (Fig. 11)."""
         c = self.cfg
+        if (known is None) != (known_region is None):
+            raise ValueError("inpainting needs both known (long[B, h, w, 2]) and known_region (bool[B, h, w])")
         h = self.encode(images)
         B = images.shape[0]
         shape = (B, c.n_bits, c.mask_size, c.mask_size)
@@ -302,10 +309,15 @@ class Pix2SeqD(nn.Module):
         if known is not None:
             region, known = known_region.to(images.device), known.to(images.device)
             check_mask(known, c.n_class_bits, c.n_identity_bits)
-            K, n = 2 ** c.n_identity_bits, region[0].numel()
+            if known.shape != (B, c.mask_size, c.mask_size, 2) or region.shape != known.shape[:3] \
+                    or region.dtype != torch.bool:
+                raise ValueError(f"known must be long[{B}, {c.mask_size}, {c.mask_size}, 2] and known_region "
+                                 f"bool[{B}, {c.mask_size}, {c.mask_size}], got {known.dtype}{list(known.shape)} "
+                                 f"and {region.dtype}{list(region.shape)}")
+            K, n = 2 ** c.n_identity_bits, c.mask_size ** 2
             pixel = torch.where(region, torch.arange(n, device=region.device).view(region.shape[1:]), n)
             first = torch.full((B, K), n, device=region.device).scatter_reduce(
-                1, known[..., 1].reshape(B, -1), pixel.reshape(B, -1), "amin")
+                1, known[..., 1].flatten(1), pixel.flatten(1), "amin")
             pi = torch.arange(K, device=region.device).repeat(B, 1)  # known identity -> the model's
         path = []
         for t_now, t_next in time_pairs(steps, td):
@@ -345,7 +357,8 @@ def load_model(path, device="cpu"):
     Raises FileNotFoundError for a missing file and ValueError for one that is not a
     pix2seq-d checkpoint (each with a one-line message a CLI can print)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} not found: train one with `python train.py` or give the path of an existing one")
+        raise FileNotFoundError(f"checkpoint {path} not found: train one with `python train.py` "
+                                f"or give the path of an existing one")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
         model = Pix2SeqD(Config.from_dict(ckpt["config"]))

@@ -1,7 +1,8 @@
 """Image encoder of Sec. 3.1 (Fig. 2): ResNet -> transformer encoder -> multi-scale upsampling.
 
 images: float[B, 3, H, W]  ->  (feats: float[B, feat_dim, h, w] at the mask size,
-                                tokens: float[B, N, dim], the transformer output, N = H/16 * W/16)
+                                tokens: float[B, N, dim], the transformer output, N = H/s * W/s)
+with s = 4 * stem_stride: 16 for the official ResNet-50 stem, 8 for the tiny preset's stride-2 stem.
 The official model cuts a ResNet-50 after its stride-16 stage, projects to the transformer width,
 adds 2-D sin-cos positions, runs pre-LayerNorm transformer encoder layers, then merges the stride-4
 and stride-8 ResNet maps with the transformer output top-down (a feature pyramid) and upsamples
@@ -16,7 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 def norm(c):
-    return nn.GroupNorm(min(32, c // 4) if c >= 8 else 1, c)
+    """GroupNorm with up to 32 groups of at least 4 channels: the most groups <= min(32, c // 4)
+    that divide c (any width works)."""
+    return nn.GroupNorm(next(g for g in range(min(32, max(1, c // 4)), 0, -1) if c % g == 0), c)
 
 
 class Bottleneck(nn.Module):
@@ -111,9 +114,9 @@ class ImageEncoder(nn.Module):
         self.smooth4 = nn.Conv2d(feat_dim, feat_dim, 3, padding=1)
 
     def forward(self, images, mask_size):
-        """images: [B, 3, H, W] (H, W multiples of 16); mask_size: (h, w)."""
+        """images: [B, 3, H, W] (H, W multiples of s = 4 * stem_stride); mask_size: (h, w)."""
         f4, f8, f16 = self.resnet(images)
-        x = self.proj(f16)  # [B, dim, H/16, W/16]
+        x = self.proj(f16)  # [B, dim, H/s, W/s] (f4, f8, f16: s/4, s/2, s; s = 16 officially)
         B, D, h16, w16 = x.shape
         tokens = x.flatten(2).transpose(1, 2) + sincos_2d(h16, w16, D, x.device)
         for layer in self.layers:

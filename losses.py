@@ -40,7 +40,7 @@ def softmax_ce(logits, target, weights):
     if logits.dim() != 5 or target.shape != (logits.shape[0], *logits.shape[3:], logits.shape[1]):
         raise ValueError(f"softmax_ce: logits [B, G, K, H, W] = {list(logits.shape)} and "
                          f"target [B, H, W, G] = {list(target.shape)} do not agree")
-    ce = F.cross_entropy(logits.transpose(1, 2).float(), target.permute(0, 3, 1, 2), reduction="none")
+    ce = F.cross_entropy(logits.transpose(1, 2).float(), target.permute(0, 3, 1, 2).long(), reduction="none")
     return ce.sum(1) * weights  # ce: [B, G, H, W]
 
 

@@ -12,7 +12,7 @@ import torch
 
 from hypothesis import given, settings, strategies as st
 
-from coco import CocoPanoptic, DataError, coco_paths, read_panoptic_png, write_coco_panoptic
+from coco import CocoPanoptic, DataError, coco_paths, read_panoptic_png, write_coco_panoptic, write_panoptic_png
 from data import LUMA, SHAPES_CATEGORIES, ShapesDataset, color_jitter, hue_rotate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,6 +54,21 @@ def test_export_reads_back_to_the_same_masks(shapes_export):
         assert torch.equal(canonical(got_mask), canonical(mask))
         assert (got_image - image).abs().mean() < 0.04  # jpg is lossy
         assert torch.equal(ds.paste_back(got_mask, i), got_mask.repeat_interleave(2, 0).repeat_interleave(2, 1))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(0, 256 ** 3 - 1), min_size=1, max_size=12))
+def test_panoptic_png_ids_round_trip(ids):
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        write_panoptic_png(np.array(ids).reshape(1, -1), os.path.join(d, "a.png"))
+        assert read_panoptic_png(os.path.join(d, "a.png")).ravel().tolist() == ids
+
+
+def test_panoptic_png_rejects_ids_beyond_24_bits(tmp_path):
+    with pytest.raises(ValueError, match=r"\[0, 256\^3\)"):
+        write_panoptic_png(np.array([[1, 256 ** 3]]), tmp_path / "a.png")
+    assert not (tmp_path / "a.png").exists()
 
 
 def colour_coded(tmp_path, n=3, S=64):

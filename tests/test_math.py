@@ -36,6 +36,15 @@ def test_int2bit_rejects_values_out_of_budget():
         int2bit(torch.tensor([1.0]), 3)
 
 
+def test_narrow_integer_masks_give_the_same_bits():
+    """The range checks compare Python ints: 2**8 in a uint8 tensor would wrap to 0."""
+    mask = torch.randint(0, 256, (2, 3, 4, 2))
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        assert torch.equal(mask_to_analog(mask.to(dtype)), mask_to_analog(mask))
+    assert int2bit(torch.tensor([255], dtype=torch.uint8), 8).tolist() == [[1] * 8]
+    assert int2bit(torch.tensor([5], dtype=torch.int32), 40).sum() == 2
+
+
 def test_int2bit_and_bit2int_take_python_ints_lists_and_numpy():
     assert int2bit(6, 3).tolist() == [0, 1, 1]  # LSB first
     assert int2bit([1, 4], 3).tolist() == [[1, 0, 0], [0, 0, 1]]
@@ -181,6 +190,7 @@ def test_softmax_ce_is_weighted_sum_over_groups():
     logp = logits.log_softmax(2)
     want = -sum(logp[:, g].gather(1, target[None, ..., g].permute(1, 0, 2, 3)).squeeze(1) for g in range(2)) * w
     assert torch.allclose(softmax_ce(logits, target, w), want, atol=1e-6)
+    assert torch.equal(softmax_ce(logits, target.int(), w), softmax_ce(logits, target, w))  # any int type
 
 
 def test_majority_vote():

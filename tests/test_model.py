@@ -72,6 +72,34 @@ def test_inpainting_keeps_known_pixels(model):
     assert torch.equal(out[region], masks[region])
 
 
+def test_inpainting_needs_known_and_region_of_the_mask_size(model):
+    images, masks = batch()
+    with pytest.raises(ValueError, match="both known"):
+        model.infer(images, steps=2, known=masks)
+    with pytest.raises(ValueError, match="known_region bool"):
+        model.infer(images, steps=2, known=masks, known_region=torch.ones(2, 16, 16))  # float
+    with pytest.raises(ValueError, match="known must be"):
+        model.infer(images, steps=2, known=masks[:, :8], known_region=torch.ones(2, 8, 16, dtype=torch.bool))
+
+
+def test_empty_batch_samples_nothing_and_has_no_loss(model):
+    images = torch.rand(0, 3, 32, 32)
+    none = torch.zeros(0, 16, 16, 2, dtype=torch.long)
+    assert model.infer(images, steps=2).shape == (0, 16, 16, 2)
+    region = torch.zeros(0, 16, 16, dtype=torch.bool)
+    assert model.infer(images, steps=2, known=none, known_region=region).shape == (0, 16, 16, 2)
+    with pytest.raises(ValueError, match="empty batch"):
+        model.train_loss(images, none)
+
+
+def test_group_norm_fits_any_width():
+    from encoder import norm
+    for c in list(range(1, 70)) + [144, 200, 384]:
+        g = norm(c).num_groups
+        assert c % g == 0 and g <= 32 and (g == 1 or c // g >= 4)
+    assert [norm(c).num_groups for c in (8, 16, 32, 64, 128, 256, 512)] == [2, 4, 8, 16, 32, 32, 32]
+
+
 def test_paper_preset_parameter_count():
     n = sum(p.numel() for p in Pix2SeqD(paper_config()).parameters())
     assert 60e6 < n < 100e6  # the paper reports 94.5M; see README for this implementation's count
