@@ -22,7 +22,7 @@ import sys
 import torch
 
 import train
-from cli import Parser
+from cli import Parser, number_list
 from diffusion import load_model, tiny_config
 
 # The paper's PQ on MS-COCO val (Sec. 4.3: 100 epochs, batch 128, 512 px images, 256 px masks).
@@ -173,15 +173,6 @@ def plot(ablation, rows, path, title):
     plt.close(fig)
 
 
-def number_list(kind):
-    def parse(s):
-        try:
-            return tuple(kind(v) for v in s.split(","))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{s!r} is not a comma-separated list of {kind.__name__}s") from None
-    return parse
-
-
 def get_args(argv=None):
     ap = Parser(prog="ablations.py", description=__doc__.split("\n")[0])
     ap.add_argument("ablation", choices=ABLATIONS + ("all",))
@@ -235,8 +226,9 @@ def main(argv=None):
             rows = sampling_ablation(args, done)
         else:
             rows = training_ablation(ablation, args.values or tuple(PAPER[ablation]), args, done)
-        length = (f"{args.train_steps} steps of batch {args.batch_size} (warm-up {args.warmup}), "
-                  f"PQ on {args.eval_images} held-out images")
+        length = (f"{args.train_steps} steps of batch {args.batch_size} (warm-up {args.warmup})"
+                  if ablation != "sampling" or not args.ckpt else f"checkpoint {args.ckpt}")
+        length += f", PQ on {args.eval_images} held-out images"
         if ablation != "sampling":
             length += f", {args.steps} steps td {args.td:g}"
         text = f"{ablation} ({length}; seed {args.seed}):\n\n{table(ablation, rows)}\n"
@@ -247,7 +239,8 @@ def main(argv=None):
         with open(stem + ".json", "w") as f:
             json.dump({"ablation": ablation, "train_steps": args.train_steps, "warmup": args.warmup,
                        "batch_size": args.batch_size, "eval_images": args.eval_images, "steps": args.steps,
-                       "td": args.td, "seed": args.seed, "rows": rows}, f, indent=1)
+                       "td": args.td, "seed": args.seed, "ckpt": args.ckpt if ablation == "sampling" else None,
+                       "rows": rows}, f, indent=1)
         plot(ablation, rows, stem + ".png", f"{ablation}: {length}")
         out[ablation] = rows
     return out

@@ -1,14 +1,57 @@
 """Command-line plumbing shared by train.py, sample.py, video.py and ablations.py: bad input
 ends in one line on stderr and exit status 2, never a traceback."""
 import argparse
+import math
+import os
 import sys
+
+import torch
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (its default prints the usage too)."""
+    """argparse with one-line errors (its default prints the usage too), and every float flag
+    finite: nan or inf would otherwise run to the end and give a NaN model or empty masks."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        ns = super().parse_args(args, namespace)
+        for action in self._actions:
+            value = getattr(ns, action.dest, None)
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(v, float) and not math.isfinite(v):
+                    flag = action.option_strings[-1] if action.option_strings else action.dest
+                    self.error(f"{flag} must be a finite number, got {v}")
+        return ns
+
+
+def number_list(kind):
+    """An argparse type: "1,2,5" -> (1, 2, 5) of kind (int or float), all finite; empty items skipped."""
+    def parse(text):
+        try:
+            values = tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__}s") from None
+        if not all(math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(f"{text!r}: every value must be a finite number")
+        return values
+    return parse
+
+
+def check_device(ap, device, kernels="auto"):
+    """ap.error unless --device names a usable cpu or cuda device (and --kernels on can run)."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        ap.error(f"--device {device}: not a device name; use cpu, cuda or cuda:N")
+    if kind not in ("cpu", "cuda"):
+        ap.error(f"--device {device}: this project runs on cpu or cuda (Triton kernels need CUDA); use --device cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {device}: no CUDA device here; use --device cpu")
+    if kernels == "on" and kind == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        ap.error("--kernels on with --device cpu runs the Triton kernels in Triton's interpreter (slow, for "
+                 "tests): start with TRITON_INTERPRET=1 in the environment, or use --device cuda")
 
 
 def fail(prog, message):

@@ -140,6 +140,8 @@ def read_coco_panoptic(root, split):
         records.append(dict(image_id=a["image_id"], file_name=os.path.join(image_dir, im["file_name"]),
                             png=os.path.join(png_dir, a["file_name"]), height=im["height"], width=im["width"],
                             segments=segments))
+    if not records:
+        raise DataError(f"{json_path}: no annotated images (its 'annotations' list is empty)")
     for folder, key in ((image_dir, "file_name"), (png_dir, "png")):
         present = set(os.listdir(folder))
         missing = [r[key] for r in records if os.path.basename(r[key]) not in present]
@@ -200,9 +202,13 @@ class CocoPanoptic(torch.utils.data.Dataset):
         try:
             with Image.open(r["file_name"]) as im:
                 image = im.convert("RGB")
+        except OSError as e:
+            raise DataError(f"{r['file_name']}: not a readable image ({e}); replace or remove it") from None
+        try:
             ids = read_panoptic_png(r["png"])
-        except (OSError, ValueError) as e:
-            raise DataError(f"{e}" if str(e).startswith(r["png"]) else f"not a readable image: {e}") from None
+        except (OSError, ValueError) as e:  # read_panoptic_png's own errors name the file already
+            raise DataError(str(e) if str(e).startswith(r["png"]) else
+                            f"{r['png']}: not a readable panoptic PNG ({e}); replace or remove it") from None
         for path, (h, w) in ((r["file_name"], (image.height, image.width)), (r["png"], ids.shape)):
             if (h, w) != (r["height"], r["width"]):
                 raise DataError(f"{path}: {w}x{h} pixels, but {self.json_path} says {r['width']}x{r['height']}")

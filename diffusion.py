@@ -356,6 +356,9 @@ def load_model(path, device="cpu"):
 
     Raises FileNotFoundError for a missing file and ValueError for one that is not a
     pix2seq-d checkpoint (each with a one-line message a CLI can print)."""
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint {path} is a folder; give the .pt file in it (train.py writes "
+                                f"runs/<name>/ckpt.pt)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} not found: train one with `python train.py` "
                                 f"or give the path of an existing one")

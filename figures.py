@@ -17,6 +17,12 @@ NOISE_TIMES = (0.0, 0.05, 0.1, 0.2, 0.4, 0.7, 0.9)  # Fig. 3's columns
 TAB10 = np.array(matplotlib.colormaps["tab10"].colors, np.float32)
 
 
+def aspect(h, w):
+    """h / w kept within [1/4, 4] for a figure's size (imshow keeps the true aspect inside it), so
+    that a 3 x 2000 image does not ask for a figure thousands of inches tall."""
+    return min(4.0, max(0.25, h / w))
+
+
 def colours(mask):
     """mask: int[..., 2] -> float[..., 3] in [0, 1]: a tab10 hue per class, a shade per identity, void black."""
     cls, ident = mask[..., 0], mask[..., 1]
@@ -40,7 +46,7 @@ def save_figure(path, images, titles, classes, categories):
     """Two images side by side (input, overlay) with a legend of the classes present (the class of
     each segment: `classes`), shown at most ~800 pixels wide."""
     step = max(1, max(images[0].shape[:2]) // 800)
-    fig = Figure(figsize=(9, 3.5 * images[0].shape[0] / images[0].shape[1] + 0.5), layout="constrained")
+    fig = Figure(figsize=(9, 3.5 * aspect(*images[0].shape[:2]) + 0.5), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, im, title in zip(axes, images, titles):
         ax.imshow(im[::step, ::step], interpolation="nearest")
@@ -56,7 +62,7 @@ def save_figure(path, images, titles, classes, categories):
 def save_panels(path, rows, title):
     """A grid figure of rows of (image, caption) panels."""
     h, w = rows[0][0][0].shape[:2]
-    fig = Figure(figsize=(1.7 * len(rows[0]), (1.7 * h / w + 0.4) * len(rows) + 0.3), layout="constrained")
+    fig = Figure(figsize=(1.7 * len(rows[0]), (1.7 * aspect(h, w) + 0.4) * len(rows) + 0.3), layout="constrained")
     axes = fig.subplots(len(rows), len(rows[0]), squeeze=False)
     for ax, (im, caption) in zip(axes.ravel(), [p for row in rows for p in row]):
         ax.imshow(im, interpolation="nearest")

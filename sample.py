@@ -36,7 +36,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 import cli
-from cli import Parser
+from cli import Parser, check_device, number_list
 from coco import CocoPanoptic, read_panoptic_png, write_coco_panoptic, write_mask_png, write_panoptic_json
 from data import ShapesDataset
 from diffusion import load_model
@@ -217,7 +217,8 @@ def val_data(cfg, categories, args, root):
     ds = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False)
     if [(v["name"], v["isthing"]) for v in ds.categories.values()] != \
             [(v["name"], v["isthing"]) for v in categories.values()]:
-        raise ValueError(f"{args.ckpt} was trained with other classes than {ds.json_path}'s categories")
+        raise ValueError(f"{args.ckpt} was trained with other classes than {ds.json_path}'s categories; give the "
+                         f"--ckpt of a model trained on this data (train.py --dataset coco --data-root DIR)")
     categories.update(ds.categories)  # with the JSON's category ids
     records = ds.records[:n]
     with open(ds.json_path) as f:
@@ -302,14 +303,6 @@ segments renamed to the identities the model gives them (identities are only nam
 pixels come out as given (same segment ids); the rest is sampled."""
 
 
-def ints(s):
-    return [int(v) for v in s.split(",") if v.strip()]
-
-
-def floats(s):
-    return [float(v) for v in s.split(",") if v.strip()]
-
-
 def get_args(argv=None):
     ap = Parser(prog="sample.py", description="\n\n".join(__doc__.split("\n\n")[:2]), epilog=HELP_INPAINT,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -332,11 +325,11 @@ def get_args(argv=None):
     ap.add_argument("--data", choices=["shapes", "coco"], default="shapes", help="--evaluate: the validation set")
     ap.add_argument("--data-root", help="--data coco: the folder with annotations/ and val2017/")
     ap.add_argument("--n", type=int, default=100, help="--evaluate: number of validation images (%(default)s)")
-    ap.add_argument("--sweep-steps", type=ints, default="1,2,5,10,20",
+    ap.add_argument("--sweep-steps", type=number_list(int), default="1,2,5,10,20",
                     help="--evaluate: steps at --td (Fig. 6a) (%(default)s)")
-    ap.add_argument("--sweep-td", type=floats, default="0,1,2,4",
+    ap.add_argument("--sweep-td", type=number_list(float), default="0,1,2,4",
                     help="--evaluate: td at --steps (Fig. 6b) (%(default)s)")
-    ap.add_argument("--inpaint-drop", type=floats, default="", help="--evaluate: inpaint the gt with these "
+    ap.add_argument("--inpaint-drop", type=number_list(float), default="", help="--evaluate: inpaint the gt with these "
                     "fractions of its block x block cells unknown, e.g. 0.1,0.5,0.9 (LDMSeg Fig. 9)")
     ap.add_argument("--block", type=int, default=4, help="--inpaint-drop: cell size in mask pixels (%(default)s)")
     ap.add_argument("--batch-size", type=int, default=25, help="--evaluate: images per forward pass (%(default)s)")
@@ -357,8 +350,7 @@ def get_args(argv=None):
         ap.error("--segments and --known go with --inpaint PARTIAL.png")
     if args.inpaint and len(args.images) != 1:
         ap.error("--inpaint completes the mask of one image: give exactly one IMG")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        ap.error(f"--device {args.device}: no CUDA device here; use --device cpu")
+    check_device(ap, args.device, args.kernels)
     return args
 
 
@@ -380,7 +372,8 @@ def main(argv=None):
         os.environ["PIX2SEQD_KERNELS"] = "1" if args.kernels == "on" else "0"
     missing = [p for p in args.images + [args.inpaint, args.known, args.segments] if p and not os.path.isfile(p)]
     if missing:
-        fail(f"{missing[0]}: no such file; give the path of an existing file")
+        fail(f"{missing[0]}: is a folder; give image files (e.g. {missing[0].rstrip('/')}/*.png)"
+             if os.path.isdir(missing[0]) else f"{missing[0]}: no such file; give the path of an existing file")
     stems = [os.path.splitext(os.path.basename(p))[0] + ("_inpaint" if args.inpaint else "") for p in args.images]
     if len(set(stems)) < len(stems):
         fail("two input images share a file name; their outputs would overwrite each other: rename one")

@@ -74,7 +74,7 @@ def get_args(argv=None):
                     "(COCO default: 5 epochs)")
     ap.add_argument("--end-lr", type=float, default=0.0, metavar="F",
                     help="the lr at the last step, a fraction of --lr (COCO default: 0.1)")
-    ap.add_argument("--grad-clip", type=float, default=1.0)
+    ap.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient's global norm to this (0: off)")
     ap.add_argument("--ema", type=float, default=0.99, help="EMA decay of the weights (paper: 0.999)")
     ap.add_argument("--scale", type=float, default=None, help="input scaling b of the analog bits (0.1)")
     ap.add_argument("--loss", choices=["ce", "l2"], default=None)
@@ -112,8 +112,20 @@ def get_args(argv=None):
         ap.error("--workers, --warmup and --color-jitter must be >= 0")
     if not 0 <= args.end_lr <= 1:
         ap.error(f"--end-lr is a fraction of --lr in [0, 1], got {args.end_lr}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        ap.error(f"--device {args.device}: no CUDA device here; use --device cpu")
+    for flag in ("image_size", "mask_size", "log_every"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be >= 1")
+    for flag, ok, rule in (("lr", args.lr > 0, "> 0"), ("scale", args.scale is None or args.scale > 0, "> 0 (paper: 0.1)"),
+                           ("weight_decay", args.weight_decay >= 0, ">= 0"), ("td", args.td >= 0, ">= 0"),
+                           ("grad_clip", args.grad_clip >= 0, ">= 0 (0: off)"), ("p", args.p is None or args.p >= 0, ">= 0"),
+                           ("min_pixels", args.min_pixels >= 0, ">= 0")):
+        if not ok:
+            ap.error(f"--{flag.replace('_', '-')} must be {rule}, got {getattr(args, flag)}")
+    if not 0 <= args.ema < 1:
+        ap.error(f"--ema is a decay in [0, 1), got {args.ema}")
+    if not 0 < args.jitter[0] <= args.jitter[1]:
+        ap.error(f"--jitter LOW HIGH needs 0 < LOW <= HIGH (App. B: 1 3), got {args.jitter[0]:g} {args.jitter[1]:g}")
+    cli.check_device(ap, args.device, args.kernels)
     if args.amp and not args.device.startswith("cuda"):
         ap.error(f"--amp: bf16 autocast is used on CUDA only; drop --amp for --device {args.device}")
     args.name = args.name or f"{args.dataset}-{args.preset}"
@@ -266,7 +278,12 @@ def train(args, rank=0, world=1):
                 fail(f"--{k.replace('_', '-')} {getattr(args, k)}: --init {args.init} has {getattr(init_model.cfg, k)}")
         cfg = dataclasses.replace(init_model.cfg, n_past=cfg.n_past, **{k: getattr(args, k) for k in
                                   ("image_size", "mask_size") if getattr(args, k) is not None})
-    train_set, val_set, categories = make_datasets(args, cfg)
+    if cfg.image_size % cfg.mask_size:  # the data downsample the mask by an integer factor
+        fail(f"--image-size {cfg.image_size} must be a multiple of --mask-size {cfg.mask_size} (paper: twice it)")
+    try:
+        train_set, val_set, categories = make_datasets(args, cfg)
+    except ValueError as e:  # DataError (files) or sizes the data cannot have
+        fail(str(e))
     cfg = fit_config(cfg, categories, getattr(train_set, "max_identities", None))
     if args.train_steps is None:  # COCO: 800 epochs (App. B)
         args.train_steps = math.ceil(800 * len(train_set) / args.batch_size)
@@ -308,7 +325,10 @@ def train(args, rank=0, world=1):
         Draws(train_set), batch_sampler=StepBatches(len(train_set), start, stop, args.batch_size, args.seed, rank, world),
         num_workers=args.workers, pin_memory=args.device.startswith("cuda"))
     if rank == 0:
-        os.makedirs(run_dir, exist_ok=True)
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+        except OSError as e:
+            fail(f"--out {args.out}: cannot create {run_dir} ({e.strerror}); give a folder you can write to")
         n_params = sum(p.numel() for p in model.parameters())
         print(f"{args.name}: {n_params / 1e6:.2f}M parameters, {args.train_steps} steps of batch {args.batch_size} "
               f"on {args.device}" + (f" x {world} processes" if world > 1 else "") + f", writing {run_dir}/")
@@ -329,9 +349,12 @@ def train(args, rank=0, world=1):
             loss, stats = loss_fn(images, masks, t, eps, past)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # under DDP the gradients are averaged over the processes here
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or math.inf)  # 0: off
         opt.step()
         ema_update(ema, model, min(args.ema, (1 + step) / (10 + step)))
+        if not math.isfinite(stats["loss"]):
+            fail(f"the loss is {stats['loss']} at step {step}: training diverged; lower --lr ({args.lr:g}) "
+                 f"or check the data")
         bar.set_postfix(loss=f"{stats['loss']:.3f}", refresh=False)
         if step % args.log_every == 0 or step == args.train_steps - 1:
             loss_all = loss.detach().float()

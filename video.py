@@ -17,12 +17,13 @@ evaluate                   J&F, identity consistency and PQ on held-out syntheti
 """
 import dataclasses
 import os
+import sys
 
 import numpy as np
 import torch
 from PIL import Image, ImageSequence
 
-from cli import Parser
+from cli import Parser, check_device
 from coco import write_mask_png, write_panoptic_json
 from data import shapes_video
 from diffusion import load_model
@@ -66,7 +67,8 @@ def init_from_image(model, image_model):
     if dataclasses.replace(image_model.cfg, n_past=c.n_past, image_size=c.image_size, mask_size=c.mask_size) != c \
             or image_model.cfg.n_past > c.n_past:
         raise ValueError("--init: the checkpoint's model differs from this one in more than its sizes and past "
-                         "masks (another preset, loss, or number of classes or bits?), or has more past masks")
+                         "masks (another preset, loss, or number of classes or bits?), or has more past masks "
+                         "(a video checkpoint: train with --dataset shapes-video)")
     state = image_model.state_dict()
     w = state["decoder.conv_in.weight"]
     extra = model.decoder.conv_in.weight.shape[1] - w.shape[1]
@@ -165,7 +167,7 @@ def segment_video(args):
     from figures import overlay  # (*)
     from sample import paste_back, to_model_input  # (*)
     frames = read_frames(args.input)
-    model, ckpt = load_model(args.ckpt, args.device)
+    model, ckpt = load_video_model(args.ckpt, args.device)
     categories = {int(c): v for c, v in ckpt["categories"].items()}
     S = model.cfg.image_size
     x, valid = zip(*(to_model_input(f, S) for f in frames))
@@ -191,16 +193,27 @@ def segment_video(args):
     return masks
 
 
+def load_video_model(path, device):
+    """load_model, with a note on stderr when the checkpoint is an image model (no past masks)."""
+    model, ckpt = load_model(path, device)
+    if not model.cfg.n_past:
+        print(f"video.py: note: {path} is an image model (no past-mask input): every frame is segmented on "
+              f"its own and identities are not tracked; for tracking give a video checkpoint "
+              f"(train.py --dataset shapes-video)", file=sys.stderr)
+    return model, ckpt
+
+
 def evaluation_table(args):
     """--evaluate: on held-out clips, a table of the video model (frames fed back; a row per --steps-rest
     and --sweep value), the same model with its past masks always absent (each frame on its own),
     and the image model of --baseline-ckpt frame by frame."""
     rows = []
-    model, ckpt = load_model(args.ckpt, args.device)
+    model, ckpt = load_video_model(args.ckpt, args.device)
     categories = {int(c): v for c, v in ckpt["categories"].items()}
+    kind = "video model" if model.cfg.n_past else "image model (--ckpt)"
     common = dict(videos=args.videos, frames=args.frames, device=args.device, td=args.td, min_pixels=args.min_pixels)
-    runs = [("video model", model, r, True) for r in sorted({args.steps_rest, *args.sweep})]
-    runs.append(("video model, past masks off (per frame)", model, None, False))
+    runs = [(kind, model, r, True) for r in sorted({args.steps_rest, *args.sweep})]
+    runs.append((f"{kind}, past masks off (per frame)", model, None, False))
     if args.baseline_ckpt:
         runs.append(("image model, per frame", load_model(args.baseline_ckpt, args.device)[0], None, False))
     print("| model | steps first/rest | decoder passes per clip | J&F | J mean | F mean | J recall | identity "
@@ -246,8 +259,9 @@ def main(argv=None):
         ap.error("--sweep values must be >= 1")
     if args.evaluate == (args.input is not None):
         ap.error("give an INPUT (frames folder or GIF) or --evaluate, not both")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        ap.error(f"--device {args.device}: no CUDA device here; use --device cpu")
+    if args.td < 0 or args.min_pixels < 0:
+        ap.error("--td and --min-pixels must be >= 0")
+    check_device(ap, args.device)
     if args.input is not None and args.out is None:
         args.out = os.path.join("out", os.path.splitext(os.path.basename(os.path.normpath(args.input)))[0])
     try:

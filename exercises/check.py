@@ -68,7 +68,9 @@ def main(argv=None):
     file, title, names, check = EXERCISES[args.n]
     path = args.file or os.path.join(HERE, file)
     if not os.path.isfile(path):
-        parser.error(f"{path} does not exist")
+        parser.error(f"{path} does not exist" + (" (it is a folder)" if os.path.isdir(path) else ""))
+    if not path.endswith(".py"):
+        parser.error(f"{path} is not a Python file: give the .py file with your solution")
     shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
     print(f"exercise {args.n}: {title}, checking {shown}")
     try:

@@ -80,6 +80,8 @@ def test_sampling_sweeps_each_setting_once_with_train_seeding(scale_run, monkeyp
     (["sampling", "--values", "1"], "--values"),
     (["loss", "--values", "mse"], "ce or l2"),
     (["scale", "--train-steps", "0"], "--train-steps"),
+    (["scale", "--values", "0.1,nan"], "finite"),
+    (["sampling", "--td", "inf"], "--td"),
 ])
 def test_bad_flags_give_one_line_errors(argv, words, capsys):
     with pytest.raises(SystemExit) as e:

@@ -3,6 +3,7 @@ same masks; jitter and flips keep image and mask aligned; bad files give one-lin
 real two-image sample (../shared/data/coco-panoptic-sample) loads and trains end to end."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -203,8 +204,23 @@ def test_bad_files_give_one_line_errors(shapes_export, tmp_path):
     one_line_error(lambda: CocoPanoptic(root, "val"), "panoptic_val2017.json", "categories")
     root = variant("missing", lambda e: e["images"][2].update(file_name="gone.jpg"))
     one_line_error(lambda: CocoPanoptic(root, "val"), "gone.jpg", "missing")
+    root = variant("empty", lambda e: e.update(annotations=[]))
+    one_line_error(lambda: CocoPanoptic(root, "val"), "panoptic_val2017.json", "no annotated images")
     root = variant("ids", lambda e: e["annotations"][1]["segments_info"].pop())
     one_line_error(lambda: CocoPanoptic(root, "val", 64, 32)[1], "000000000002.png", "not in its segments_info")
+
+
+def test_a_corrupt_file_in_the_data_is_named(shapes_export, tmp_path):
+    out, _ = shapes_export
+    shutil.copytree(out, tmp_path / "d")
+    json_path, png_dir, image_dir = coco_paths(str(tmp_path / "d"), "val")
+    jpg, png = os.path.join(image_dir, "000000000002.jpg"), os.path.join(png_dir, "000000000003.png")
+    for path in (jpg, png):
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[:len(data) // 3])  # truncated
+    ds = CocoPanoptic(str(tmp_path / "d"), "val", 64, 32)
+    one_line_error(lambda: ds[1], "000000000002.jpg", "not a readable image")
+    one_line_error(lambda: ds[2], "000000000003.png", "not a readable")
 
 
 @needs_sample

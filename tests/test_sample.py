@@ -119,7 +119,8 @@ def test_evaluate_sweeps_and_inpainting_beats_sampling(ckpt, tmp_path):
     assert len([line for line in r.stdout.splitlines() if line.startswith(("steps", "td", "inpaint"))]) == 4
 
 
-@pytest.mark.parametrize("case", ["missing image", "not an image", "corrupt checkpoint", "other config"])
+@pytest.mark.parametrize("case", ["missing image", "not an image", "corrupt checkpoint", "other config", "a folder",
+                                  "a folder as checkpoint", "nan td"])
 def test_bad_input_is_one_line_exit_2(case, ckpt, tmp_path):
     (tmp_path / "notes.png").write_text("not a PNG")
     shutil.copy(os.path.join(REPO, "examples", "shapes_val_0.png"), tmp_path)
@@ -129,7 +130,9 @@ def test_bad_input_is_one_line_exit_2(case, ckpt, tmp_path):
     (tmp_path / "corrupt.pt").write_bytes(open(ckpt, "rb").read()[:5000])
     args = {"missing image": ["nowhere.png"], "not an image": ["notes.png"],
             "corrupt checkpoint": ["shapes_val_0.png", "--ckpt", "corrupt.pt"],
-            "other config": ["shapes_val_0.png", "--ckpt", "other.pt"]}[case]
+            "other config": ["shapes_val_0.png", "--ckpt", "other.pt"], "a folder": ["."],
+            "a folder as checkpoint": ["shapes_val_0.png", "--ckpt", "."],
+            "nan td": ["shapes_val_0.png", "--td", "nan"]}[case]
     r = run(ckpt if "--ckpt" not in args else SHIPPED, *args, "--steps", "1", cwd=tmp_path)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -181,3 +184,13 @@ def test_inpainting_does_not_depend_on_the_names_of_known_identities(ckpt):
         outs.append(model.infer(images, steps=5, min_pixels=4, known=known, known_region=region))
         assert torch.equal(outs[-1][region], known[region])
     assert torch.equal(segments_by_first_pixel(outs[0]), segments_by_first_pixel(outs[1]))
+
+
+def test_figure_of_an_extreme_aspect_ratio_stays_a_readable_size(tmp_path):
+    """A 2000 x 3 image once asked matplotlib for a figure 186,000 pixels tall (7 GB)."""
+    from figures import save_figure
+    for h, w in ((2000, 3), (3, 2000)):
+        image = np.zeros((h, w, 3), np.float32)
+        save_figure(tmp_path / "f.png", [image, image], ["input", "overlay"], [1], {1: {"name": "sky", "isthing": 0}})
+        with Image.open(tmp_path / "f.png") as im:
+            assert max(im.size) < 2000, im.size

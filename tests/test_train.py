@@ -60,12 +60,31 @@ def test_bad_flag_gives_one_line_error():
     assert len(r.stderr.strip().splitlines()) == 1 and "--train-steps" in r.stderr
 
 
-@pytest.mark.parametrize("flag, value", [("--end-lr", "1.5"), ("--color-jitter", "-1"), ("--warmup", "-2")])
-def test_out_of_range_schedule_flags_give_one_line_errors(flag, value, capsys):
+@pytest.mark.parametrize("flag, value", [
+    ("--end-lr", "1.5"), ("--color-jitter", "-1"), ("--warmup", "-2"), ("--lr", "nan"), ("--lr", "-1"),
+    ("--weight-decay", "inf"), ("--td", "-1"), ("--ema", "1.5"), ("--scale", "0"), ("--p", "-0.5"),
+    ("--grad-clip", "-1"), ("--log-every", "0"), ("--image-size", "0"), ("--mask-size", "0"),
+    ("--jitter", "3 1"), ("--device", "gpu"), ("--device", "mps")])
+def test_out_of_range_flags_give_one_line_errors(flag, value, capsys):
+    """Each would otherwise crash later with a traceback or train to the end into a NaN model."""
     with pytest.raises(SystemExit) as e:
-        train.get_args([flag, value])
+        train.get_args([flag, *value.split()])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and flag in err[0]
+
+
+def test_kernels_on_a_cpu_needs_the_interpreter():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "train.py", "--kernels", "on"], cwd=ROOT, env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "TRITON_INTERPRET=1" in r.stderr
+
+
+def test_image_size_must_be_a_multiple_of_the_mask_size(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--image-size", "48", "--mask-size", "32", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "multiple of --mask-size 32" in err[0]
 
 
 def test_resume_without_checkpoint_gives_one_line_error(tmp_path):

@@ -229,7 +229,10 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, make, match):
 def test_bad_flags_are_one_line_exit_2(tmp_path, capsys):
     write_gif(tmp_path / "c.gif", frames=2)
     for argv, match in [([], "not both"), ([str(tmp_path / "c.gif"), "--steps-rest", "0"], "--steps-rest"),
-                        ([str(tmp_path / "c.gif"), "--ckpt", str(tmp_path / "none.pt")], "not found")]:
+                        ([str(tmp_path / "c.gif"), "--ckpt", str(tmp_path / "none.pt")], "not found"),
+                        ([str(tmp_path / "c.gif"), "--td", "nan"], "finite"),
+                        ([str(tmp_path / "c.gif"), "--min-pixels", "-1"], "--min-pixels"),
+                        ([str(tmp_path / "c.gif"), "--device", "mps"], "cpu or cuda")]:
         with pytest.raises(SystemExit) as e:
             video.main(argv)
         err = capsys.readouterr().err
@@ -247,3 +250,10 @@ def test_train_fine_tunes_an_image_checkpoint_into_a_video_model(tmp_path, capsy
     with pytest.raises(SystemExit) as e:
         train.main(["--dataset", "shapes-video", "--init", image_ckpt, "--scale", "0.5", "--out", str(tmp_path)])
     assert e.value.code == 2 and "--scale 0.5" in capsys.readouterr().err  # sizes may change (stage 2), b not
+
+
+def test_an_image_checkpoint_gets_a_note_that_nothing_is_tracked(tmp_path, capsys):
+    model, _ = video.load_video_model(save_ckpt(small_model(0), tmp_path / "img.pt"), "cpu")
+    assert model.cfg.n_past == 0 and "not tracked" in capsys.readouterr().err
+    video.load_video_model(save_ckpt(small_model(2), tmp_path / "vid.pt"), "cpu")
+    assert capsys.readouterr().err == ""
