@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import torch
 
@@ -168,7 +169,7 @@ def plot(ablation, rows, path, title):
         ax.set(xlabel={"scale": "input scaling b", "loss": "loss", "p": "loss weighting p"}[ablation],
                ylabel="%", ylim=(0, 100))
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, 75), fontsize=8)  # the run's settings: long, so on two lines
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
