@@ -297,7 +297,7 @@ class Pix2SeqD(nn.Module):
         identities are renamed back at the end. Replacing the known bits as given made the model's
         own identity for a segment and the one its known blocks carry fight: with 10% of the
         ground truth known in 4x4 blocks, the blocks came out as extra segments beside the model's
-        (PQ 45.8, below the 63.1 of sampling from scratch; renamed: 62.7; README "PQ sweeps").
+        (PQ 45.8, below the 63.1 of sampling from scratch; renamed: 63.9; README "PQ sweeps").
         trajectory=True also returns the list of decoded masks after each step (Fig. 11)."""
         c = self.cfg
         if (known is None) != (known_region is None):

@@ -194,3 +194,16 @@ def test_figure_of_an_extreme_aspect_ratio_stays_a_readable_size(tmp_path):
         save_figure(tmp_path / "f.png", [image, image], ["input", "overlay"], [1], {1: {"name": "sky", "isthing": 0}})
         with Image.open(tmp_path / "f.png") as im:
             assert max(im.size) < 2000, im.size
+
+
+def test_min_pixels_counts_pixels_of_the_image_after_resizing():
+    """The official order: resize to the image's size, then vote and drop segments under min_pixels."""
+    from sample import vote_at_image_size
+    mask = np.zeros((8, 8, 2), np.int64)
+    mask[...] = (1, 1)             # stuff, 61 mask pixels
+    mask[0, :3] = (2, 2)           # a thing of 3 mask pixels ...
+    full = mask.repeat(2, 0).repeat(2, 1)  # ... 12 pixels of a 16 x 16 image
+    assert (vote_at_image_size(full, 3, 12)[..., 1] == 2).sum() == 12
+    assert (vote_at_image_size(full, 3, 13)[..., 1] == 2).sum() == 0
+    full[0, 0] = (1, 2)            # a minority class inside the thing is voted away
+    assert (vote_at_image_size(full, 3, 0)[full[..., 1] == 2] == [2, 2]).all()
