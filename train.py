@@ -281,10 +281,7 @@ def train(args, rank=0, world=1):
                                   ("image_size", "mask_size") if getattr(args, k) is not None})
     if cfg.image_size % cfg.mask_size:  # the data downsample the mask by an integer factor
         fail(f"--image-size {cfg.image_size} must be a multiple of --mask-size {cfg.mask_size} (paper: twice it)")
-    try:
-        train_set, val_set, categories = make_datasets(args, cfg)
-    except ValueError as e:  # DataError (files) or sizes the data cannot have
-        fail(str(e))
+    train_set, val_set, categories = make_datasets(args, cfg)  # DataError: main() makes it one line
     cfg = fit_config(cfg, categories, getattr(train_set, "max_identities", None))
     if args.train_steps is None:  # COCO: 800 epochs (App. B)
         args.train_steps = math.ceil(800 * len(train_set) / args.batch_size)
@@ -348,14 +345,14 @@ def train(args, rank=0, world=1):
             group["lr"] = lr_at(step, args)
         with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.amp):
             loss, stats = loss_fn(images, masks, t, eps, past)
+        if not math.isfinite(stats["loss"]):  # before the step: the weights and the EMA stay finite
+            fail(f"the loss is {stats['loss']} at step {step}: training diverged; lower --lr ({args.lr:g}) "
+                 f"or check the data")
         opt.zero_grad(set_to_none=True)
         loss.backward()  # under DDP the gradients are averaged over the processes here
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or math.inf)  # 0: off
         opt.step()
         ema_update(ema, model, min(args.ema, (1 + step) / (10 + step)))
-        if not math.isfinite(stats["loss"]):
-            fail(f"the loss is {stats['loss']} at step {step}: training diverged; lower --lr ({args.lr:g}) "
-                 f"or check the data")
         bar.set_postfix(loss=f"{stats['loss']:.3f}", refresh=False)
         if step % args.log_every == 0 or step == args.train_steps - 1:
             loss_all = loss.detach().float()
