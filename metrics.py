@@ -94,15 +94,17 @@ class PanopticQuality:
         crowd = np.isin(gt_id, np.asarray([int(i) for i in gt_crowd], dtype=np.int64))
         crowd[0] = False
         gt_area = np.bincount(gt_seg, minlength=len(gt_class)).astype(np.float64)
-        self._count(pred_seg, gt_seg, pred_class, gt_class, gt_area, crowd, crowd)
+        void = np.arange(len(gt_class)) == 0
+        self._count(pred_seg, gt_seg, pred_class, gt_class, gt_area, crowd, crowd, void)
 
-    def _count(self, pred_seg, gt_seg, pred_class, gt_class, gt_area, gt_crowd, gt_excuse):
+    def _count(self, pred_seg, gt_seg, pred_class, gt_class, gt_area, gt_crowd, gt_excuse, gt_void):
         """The COCO panoptic matching of one image; adds its tp / fp / fn / IoU to the totals.
 
-        pred_seg, gt_seg: int64[N] segment index per pixel (0 = void). Per segment, entry 0 unused:
-        pred_class int64[P+1]; gt_class int64[G+1], gt_area float64[G+1] (|g| in the union),
-        gt_crowd bool[G+1] (never matched, never a false negative), gt_excuse bool[G+1] (its
-        pixels, like gt void, excuse an unmatched prediction of the same class).
+        pred_seg, gt_seg: int64[N] segment index per pixel (0 = no segment). Per segment, entry 0
+        unused: pred_class int64[P+1]; gt_class int64[G+1], gt_area float64[G+1] (|g| in the
+        union), gt_crowd bool[G+1] (never matched, never a false negative), gt_excuse bool[G+1]
+        (its pixels, like gt void, excuse an unmatched prediction of the same class), gt_void
+        bool[G+1] (its pixels are gt void: entry 0, and a segment listed with the void id 0).
         Match p and g (same class, g not crowd) when inter / (|p| + |g| - inter - |p & gt void|)
         > 0.5; an unmatched p is a false positive unless more than half of it is gt void or
         excusing crowd; an unmatched non-crowd g is a false negative.
@@ -112,7 +114,8 @@ class PanopticQuality:
         p, g = np.divmod(pair, n_gt)
         inter = inter.astype(np.float64)
         pred_area = np.bincount(p, inter, n_pred)
-        pred_void = np.bincount(p[g == 0], inter[g == 0], n_pred)
+        on_void = gt_void[g]
+        pred_void = np.bincount(p[on_void], inter[on_void], n_pred)
         both = (p > 0) & (g > 0)
         p, g, inter = p[both], g[both], inter[both]
         same = pred_class[p] == gt_class[g]
@@ -173,8 +176,9 @@ def pq_from_coco_files(gt_json, gt_folder, pred_json, pred_folder):
     segments_info; a prediction's area comes from its PNG, a gt segment's from the JSON "area"
     (from its PNG when the JSON has none); gt pixels of unlisted ids are neither void nor
     segments; only the last crowd segment of a category (in segments_info order) excuses false
-    positives. Where pq_compute raises (a missing prediction, PNG and JSON ids disagreeing, an
-    unknown predicted category) this raises ValueError; so does a segment listed with id 0.
+    positives. A segment listed with the void id 0 is scored as pq_compute scores it: a segment
+    whose pixels are also gt void. Where pq_compute raises (a missing prediction, PNG and JSON ids
+    disagreeing, an unknown predicted category) this raises ValueError.
     """
     gt, pred = _load_json(gt_json, "gt_json"), _load_json(pred_json, "pred_json")
     pq = PanopticQuality({c["id"]: c for c in gt["categories"]})
@@ -192,8 +196,6 @@ def pq_from_coco_files(gt_json, gt_folder, pred_json, pred_folder):
                              f"gt PNG is {gt_ids.shape[::-1]}; they must have the same size")
         gt_segms = {s["id"]: s for s in gt_ann["segments_info"]}
         pred_segms = {s["id"]: s for s in pred_ann["segments_info"]}
-        if 0 in gt_segms or 0 in pred_segms:
-            raise ValueError(f"image_id {image_id}: segments_info lists id 0, which is reserved for void")
 
         # predictions: the nonzero PNG ids, which must be exactly the listed ids
         present, pred_inv = np.unique(pred_ids, return_inverse=True)
@@ -206,15 +208,15 @@ def pq_from_coco_files(gt_json, gt_folder, pred_json, pred_folder):
         unknown = sorted({s["category_id"] for s in pred_segms.values()} - set(pq.categories))
         if unknown:
             raise ValueError(f"image_id {image_id}: predicted category_id {unknown} not in the gt categories")
-        nonzero = [i for i in present if i != 0]
-        pred_seg = np.cumsum(np.asarray(present) != 0)[pred_inv.ravel()]
-        pred_class = np.array([0] + [pred_segms[i]["category_id"] for i in nonzero], dtype=np.int64)
+        pred_col = {i: k + 1 for k, i in enumerate(pred_segms)}  # every listed id is in the PNG
+        pred_seg = np.array([pred_col.get(i, 0) for i in present])[pred_inv.ravel()]
+        pred_class = np.array([0] + [s["category_id"] for s in pred_segms.values()], dtype=np.int64)
 
-        # gt: column 0 void, 1..L the listed segments, L + 1 all pixels of unlisted ids
+        # gt: column 0 unlisted void, 1..L the listed segments, L + 1 all pixels of unlisted ids
         listed = list(gt_segms)
         col = {i: k + 1 for k, i in enumerate(listed)}
         gt_present, gt_inv = np.unique(gt_ids, return_inverse=True)
-        to_col = np.array([0 if i == 0 else col.get(i, len(listed) + 1) for i in gt_present.tolist()])
+        to_col = np.array([col.get(i, 0 if i == 0 else len(listed) + 1) for i in gt_present.tolist()])
         gt_seg = to_col[gt_inv.ravel()]
         png_area = np.bincount(gt_seg, minlength=len(listed) + 2)
         gt_class = np.array([0] + [gt_segms[i]["category_id"] for i in listed] + [0], dtype=np.int64)
@@ -224,7 +226,9 @@ def pq_from_coco_files(gt_json, gt_folder, pred_json, pred_folder):
         last_crowd = {gt_segms[i]["category_id"]: col[i] for i in listed if gt_crowd[col[i]]}
         gt_excuse = np.zeros(len(listed) + 2, dtype=bool)
         gt_excuse[list(last_crowd.values())] = True
-        pq._count(pred_seg, gt_seg, pred_class, gt_class, gt_area, gt_crowd, gt_excuse)
+        gt_void = np.arange(len(listed) + 2) == col.get(0, 0)
+        gt_void[0] = True
+        pq._count(pred_seg, gt_seg, pred_class, gt_class, gt_area, gt_crowd, gt_excuse, gt_void)
     return pq.compute()
 
 

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 from PIL import Image
 
 from metrics import PanopticQuality, pq_from_coco_files
@@ -290,7 +290,8 @@ def test_coco_files_errors(tmp_path):
 
 
 def slow_pq(gt_ann, gt_ids, pred_ann, pred_ids, stats):
-    """The COCO panoptic rules one segment pair at a time, into stats {category: [tp, fp, fn, iou]}."""
+    """The COCO panoptic rules one segment pair at a time, into stats {category: [tp, fp, fn, iou]}.
+    A segment listed with id 0 is a segment like any other; its gt pixels stay void as well."""
     void = gt_ids == 0
     gt_segs, pred_segs = gt_ann["segments_info"], pred_ann["segments_info"]
     crowd = {}
@@ -314,7 +315,7 @@ def slow_pq(gt_ann, gt_ids, pred_ann, pred_ids, stats):
             matched.add(hit[0])
             s[0] += 1
             s[3] += hit[1]
-        elif np.sum(in_p & (void | crowd.get(p["category_id"], False))) / in_p.sum() <= 0.5:
+        elif (np.sum(in_p & void) + np.sum(in_p & crowd.get(p["category_id"], False))) / in_p.sum() <= 0.5:
             s[1] += 1
     for g in gt_segs:
         if not g["iscrowd"] and g["id"] not in matched:
@@ -339,7 +340,8 @@ def assert_slow(r, stats, categories):
 @given(st.integers(0, 2**32 - 1))
 def test_coco_files_agree_with_slow_loop_on_raw_ids(tmp_path_factory, seed):
     """COCO inputs that masks cannot express: gt ids missing from segments_info (neither void nor
-    segments), listed gt segments absent from the PNG, several crowd segments of one category."""
+    segments), listed gt segments absent from the PNG, several crowd segments of one category,
+    the void id 0 listed as a segment in gt or predictions."""
     rng = np.random.default_rng(seed)
     folder = tmp_path_factory.mktemp("raw")
     cats = [{"id": c, "name": str(c), "isthing": c % 2} for c in (1, 2, 3)]
@@ -350,10 +352,14 @@ def test_coco_files_agree_with_slow_loop_on_raw_ids(tmp_path_factory, seed):
         h, w = rng.integers(2, 8, size=2)
         gt_ids = rng.choice([0, 300, 70000, 5, 6, 7], (h, w))
         pred_ids = np.where(rng.random((h, w)) < 0.6, gt_ids, rng.choice([0, 5, 9, 70000], (h, w)))
-        listed = [i for i in (300, 70000, 5, 6, 7, 8) if rng.random() < 0.8]
+        listed = [i for i in (0, 300, 70000, 5, 6, 7, 8) if rng.random() < (0.3 if i == 0 else 0.8)]
         gt_segs = [{"id": i, "category_id": int(rng.integers(1, 4)), "iscrowd": int(rng.random() < 0.3),
                     "area": int((gt_ids == i).sum())} for i in listed]
-        pred_segs = [{"id": i, "category_id": int(rng.integers(1, 4))} for i in np.unique(pred_ids) if i]
+        pred_segs = [{"id": i, "category_id": int(rng.integers(1, 4))} for i in np.unique(pred_ids)
+                     if i or rng.random() < 0.3]
+        # a prediction exactly on the gt void with gt id 0 listed has union 0 (pq_compute: inf IoU)
+        assume(0 not in listed or all(not np.array_equal(pred_ids == s["id"], gt_ids == 0)
+                                      for s in pred_segs))
         for name, ids, segs in (("gt", gt_ids, gt_segs), ("pred", pred_ids, pred_segs)):
             save_ids(folder / name / f"{image_id}.png", ids)
             (gt if name == "gt" else pred)["annotations"].append(
