@@ -20,7 +20,7 @@ Hints: torch.arange(n) gives the shifts; x.unsqueeze(-1) >> shifts broadcasts to
 `& 1` keeps the last bit; 2 ** torch.arange(n) are the place values.
 Check:  python -m exercises.check 1
 """
-import torch
+import torch  # noqa: F401 (for your answer)
 
 
 def int2bit(x, n=8):

@@ -22,7 +22,7 @@ torch.unique(flat, return_inverse=True, return_counts=True) gives each pixel's s
 counts[inverse].
 Check:  python -m exercises.check 4
 """
-import torch
+import torch  # noqa: F401 (for your answer)
 
 
 def size_weights(identity, p=0.2):
