@@ -209,31 +209,28 @@ def setup_distributed(args):
 
 @torch.no_grad()
 def evaluate(model, dataset, categories, steps=20, td=2.0, min_pixels=4, batch_size=50, device="cpu",
-             progress=True):
-    """PQ of the model's samples on a data set: the dict of metrics.PanopticQuality.compute()."""
+             progress=True, shown=None):
+    """PQ of the model's samples on a data set: the dict of metrics.PanopticQuality.compute().
+    shown: a list to receive (image, gt, pred) numpy triples of the first 4 images (for a figure)."""
     model.eval()
     pq = PanopticQuality(categories)
     n = len(dataset)
     for start in tqdm(range(0, n, batch_size), desc="eval", disable=not progress, leave=False):
         images, masks = zip(*(dataset[i] for i in range(start, min(n, start + batch_size))))
-        pred = model.infer(torch.stack(images).to(device), steps=steps, td=td, min_pixels=min_pixels)
-        for p, g in zip(pred.cpu(), masks):
+        pred = model.infer(torch.stack(images).to(device), steps=steps, td=td, min_pixels=min_pixels).cpu()
+        for x, p, g in zip(images, pred, masks):
             pq.update(p, g)
+            if shown is not None and len(shown) < 4:
+                shown.append((x.numpy(), g.numpy(), p.numpy()))
     return pq.compute()
 
 
-@torch.no_grad()
-def save_summary(path, log_path, ema, val_set, args):
-    """runs/<name>/summary.png: the loss curve and, for image data, the EMA model's samples of the
-    first 4 held-out images beside their ground truth."""
+def save_summary(path, log_path, samples, args):
+    """runs/<name>/summary.png: the loss curve and, for image data, samples: the evaluation's
+    (image, gt, pred) triples of the first held-out images."""
     from figures import save_run_figure  # (matplotlib only here)
     with open(log_path) as f:
         rows = [r for r in map(json.loads, f) if "loss" in r]
-    samples = []
-    if val_set is not None:
-        images, gts = zip(*(val_set[i] for i in range(min(4, len(val_set)))))
-        preds = ema.infer(torch.stack(images).to(args.device), args.steps, args.td, args.min_pixels).cpu()
-        samples = [(x.numpy(), g.numpy(), p.numpy()) for x, g, p in zip(images, gts, preds)]
     save_run_figure(path, rows, samples, f"{args.name}: {args.train_steps} steps of batch {args.batch_size}")
     print(f"wrote {path}: loss curve" + (" and samples of held-out images" if samples else ""))
 
@@ -379,9 +376,11 @@ def train(args, rank=0, world=1):
     if cfg.n_past:  # video: stream held-out clips (--steps on the first frame), PQ over their frames, J&F
         vid = evaluate_video(ema, categories, max(1, args.eval_images // 8), seed=args.seed, device=args.device,
                                steps_first=args.steps, td=args.td, min_pixels=args.min_pixels)
-        res = vid["panoptic"]
+        res, shown = vid["panoptic"], []
     else:
-        res = evaluate(ema, val_set, categories, args.steps, args.td, args.min_pixels, device=args.device)
+        shown = []
+        res = evaluate(ema, val_set, categories, args.steps, args.td, args.min_pixels, device=args.device,
+                       shown=shown)
     result = {"step": args.train_steps, "pq": res["All"]["pq"], "pq_things": res["Things"]["pq"],
               "pq_stuff": res["Stuff"]["pq"], "sq": res["All"]["sq"], "rq": res["All"]["rq"],
               "train_time": time.time() - t0, "eval_steps": args.steps, "td": args.td}
@@ -389,7 +388,7 @@ def train(args, rank=0, world=1):
         result.update({"j_and_f": vid["J&F"], "identity": vid["identity"]})
     log.write(json.dumps(result) + "\n")
     log.close()
-    save_summary(os.path.join(run_dir, "summary.png"), os.path.join(run_dir, "log.jsonl"), ema, val_set, args)
+    save_summary(os.path.join(run_dir, "summary.png"), os.path.join(run_dir, "log.jsonl"), shown, args)
     print(f"eval: PQ={100 * result['pq']:.1f} PQ_th={100 * result['pq_things']:.1f} "
           f"PQ_st={100 * result['pq_stuff']:.1f}" + (f" J&F={100 * result['j_and_f']:.1f} "
           f"ID={100 * result['identity']:.1f}" if cfg.n_past else ""))
