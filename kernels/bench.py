@@ -130,17 +130,20 @@ def compile_for_sm90():
                 dict(N_CLASS=8, N_IDENTITY=8, WIDE=False, BLOCK=k_bits.BLOCK), 4),
         variant(k_bits.mask_to_analog_kernel, {"mask_ptr": "*i64", "m_ptr": "*fp32"},
                 dict(N_CLASS=40, N_IDENTITY=8, WIDE=True, BLOCK=k_bits.BLOCK), 4),
-        variant(k_bits.analog_to_mask_kernel, {"m_ptr": "*fp32", "mask_ptr": "*i64"},
-                dict(N_CLASS=8, N_IDENTITY=8, BLOCK=k_bits.BLOCK), 4),
+        *(variant(k_bits.analog_to_mask_kernel, {"m_ptr": dt, "mask_ptr": "*i64"},
+                  dict(N_CLASS=8, N_IDENTITY=8, BLOCK=k_bits.BLOCK), 4) for dt in ("*fp32", "*bf16", "*fp64")),
         variant(k_ddim.ddim_step_kernel, {"x_t_ptr": "*fp32", "x_pred_ptr": "*fp32", "x_next_ptr": "*fp32"},
                 dict(BLOCK=k_ddim.BLOCK), 4),
         variant(k_ddim.ddim_step_kernel, {"x_t_ptr": "*bf16", "x_pred_ptr": "*bf16", "x_next_ptr": "*bf16"},
                 dict(BLOCK=k_ddim.BLOCK), 4)]
-    fp32_ptrs = {p: "*fp32" for p in ("w_ptr", "loss_ptr", "m_pred_ptr", "lse_ptr", "d_loss_ptr", "d_m_pred_ptr")}
+    fp32_ptrs = {p: "*fp32" for p in ("w_ptr", "loss_ptr", "m_pred_ptr", "lse_ptr", "ce_ptr", "d_loss_ptr",
+                                       "d_m_pred_ptr")}
     for dt in ("fp32", "bf16"):
         ptrs = {"x_ptr": "*" + dt, "dx_ptr": "*" + dt, "target_ptr": "*i64", **fp32_ptrs}
         warps = k_ce._launch_config(K, 10 ** 6)[1]
-        for flags in (dict(HAS_TARGET=True, SAVE_LSE=True), dict(HAS_TARGET=False, SAVE_LSE=False)):
+        for flags in (dict(HAS_TARGET=True, SAVE_LSE=True, SAVE_CE=False),
+                      dict(HAS_TARGET=True, SAVE_LSE=True, SAVE_CE=True),
+                      dict(HAS_TARGET=False, SAVE_LSE=False, SAVE_CE=False)):
             variants.append(variant(k_ce.softmax_ce_fwd_kernel, ptrs, {**f32, **flags}, warps))
         for flags in (dict(HAS_D_LOSS=True, HAS_D_M=True), dict(HAS_D_LOSS=True, HAS_D_M=False)):
             variants.append(variant(k_ce.softmax_ce_bwd_kernel, ptrs, {**f32, **flags}, warps))

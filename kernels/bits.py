@@ -52,6 +52,14 @@ def mask_to_analog_kernel(mask_ptr, m_ptr, HW, n_blocks, scale,
 
 
 @triton.jit
+def exact_positive(x):
+    """x > 0 in x's own precision (a float64 1e-50 is positive), bfloat16 compared as float32."""
+    if x.dtype.is_bf16():
+        x = x.to(tl.float32)
+    return x > 0
+
+
+@triton.jit
 def analog_to_mask_kernel(m_ptr, mask_ptr, HW, n_blocks,
                           N_CLASS: tl.constexpr, N_IDENTITY: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
@@ -61,11 +69,11 @@ def analog_to_mask_kernel(m_ptr, mask_ptr, HW, n_blocks,
     src = m_ptr + b * (N_CLASS + N_IDENTITY) * HW + hw
     cls = tl.zeros([BLOCK], dtype=tl.int64)
     for j in tl.static_range(N_CLASS):
-        bit = tl.load(src + j * HW, mask=valid, other=0.0) > 0
+        bit = exact_positive(tl.load(src + j * HW, mask=valid, other=0.0))
         cls = cls | (bit.to(tl.int64) << j)
     idn = tl.zeros([BLOCK], dtype=tl.int64)
     for j in tl.static_range(N_IDENTITY):
-        bit = tl.load(src + (N_CLASS + j) * HW, mask=valid, other=0.0) > 0
+        bit = exact_positive(tl.load(src + (N_CLASS + j) * HW, mask=valid, other=0.0))
         idn = idn | (bit.to(tl.int64) << j)
     dst = mask_ptr + b * HW * 2 + hw * 2
     tl.store(dst, cls, mask=valid)

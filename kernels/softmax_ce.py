@@ -28,7 +28,8 @@ Memory traffic per pixel, official sizes (G = 2, K = 256, n = 8, float32 logits,
 bf16 logits halve the logits and dx bytes; all arithmetic is float32 (float64 for float64 logits).
 
 Out-of-range targets (outside [0, K)) give a NaN loss at that pixel and NaN gradients for its group, not
-a host-synchronising check. Weights are constants: no gradient flows to them.
+a host-synchronising check. When the weights need a gradient (dL/dw = dL * sum_g CE_g, as through the
+reference), forward also stores the unweighted per-pixel CE (4 B per pixel).
 """
 import torch
 import triton
@@ -49,9 +50,10 @@ def pixel_block(HW, n_blocks, K: tl.constexpr, BLOCK_P: tl.constexpr):
 
 
 @triton.jit
-def softmax_ce_fwd_kernel(x_ptr, target_ptr, w_ptr, loss_ptr, m_pred_ptr, lse_ptr, HW, n_blocks, scale,
+def softmax_ce_fwd_kernel(x_ptr, target_ptr, w_ptr, loss_ptr, m_pred_ptr, lse_ptr, ce_ptr, HW, n_blocks, scale,
                           G: tl.constexpr, K: tl.constexpr, N: tl.constexpr, HAS_TARGET: tl.constexpr,
-                          SAVE_LSE: tl.constexpr, ACC: tl.constexpr, BLOCK_P: tl.constexpr):
+                          SAVE_LSE: tl.constexpr, SAVE_CE: tl.constexpr, ACC: tl.constexpr,
+                          BLOCK_P: tl.constexpr):
     b, hw, valid, k, tile = pixel_block(HW, n_blocks, K, BLOCK_P)
     ce = tl.zeros([BLOCK_P], dtype=ACC)
     for g in tl.static_range(G):
@@ -73,6 +75,8 @@ def softmax_ce_fwd_kernel(x_ptr, target_ptr, w_ptr, loss_ptr, m_pred_ptr, lse_pt
     if HAS_TARGET:
         w = tl.load(w_ptr + b * HW + hw, mask=valid, other=0.0).to(ACC)
         tl.store(loss_ptr + b * HW + hw, w * ce, mask=valid)
+        if SAVE_CE:
+            tl.store(ce_ptr + b * HW + hw, ce, mask=valid)
 
 
 @triton.jit
@@ -120,10 +124,11 @@ class WeightedSoftmaxCE(torch.autograd.Function):
         N, HW = K.bit_length() - 1, H * W
         acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
         has_target = target is not None
-        save_lse = ctx.needs_input_grad[0]
+        save_lse, save_ce = ctx.needs_input_grad[0], has_target and ctx.needs_input_grad[2]
         loss = logits.new_empty((B, H, W) if has_target else (0,), dtype=acc)
         m_pred = logits.new_empty((B, G * N, H, W), dtype=acc)
         lse = logits.new_empty((B, G, H, W) if save_lse else (0,), dtype=acc)
+        ce = logits.new_empty((B, H, W) if save_ce else (0,), dtype=acc)  # unweighted, for dL/dw
         logits = logits.contiguous()
         if has_target:
             target, weights = target.contiguous(), weights.contiguous()
@@ -132,23 +137,24 @@ class WeightedSoftmaxCE(torch.autograd.Function):
             n_blocks = triton.cdiv(HW, block_p)
             softmax_ce_fwd_kernel[(B * n_blocks,)](
                 logits, target if has_target else logits, weights if has_target else logits, loss, m_pred,
-                lse, HW, n_blocks, scale, G, K, N, has_target, save_lse, ACC_DTYPE[logits.dtype], block_p,
-                num_warps=num_warps)
+                lse, ce, HW, n_blocks, scale, G, K, N, has_target, save_lse, save_ce, ACC_DTYPE[logits.dtype],
+                block_p, num_warps=num_warps)
         ctx.set_materialize_grads(False)
         if not has_target:
             ctx.mark_non_differentiable(loss)
-        ctx.save_for_backward(logits, target, weights, lse)
+        ctx.save_for_backward(logits, target, weights, lse, ce)
         ctx.scale = scale
         return loss, m_pred
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_loss, d_m_pred):
-        logits, target, weights, lse = ctx.saved_tensors
+        logits, target, weights, lse, ce = ctx.saved_tensors
         if target is None:
             d_loss = None
-        if d_loss is None and d_m_pred is None:
-            return None, None, None, None
+        d_w = (d_loss * ce).to(weights.dtype) if ctx.needs_input_grad[2] and d_loss is not None else None
+        if not ctx.needs_input_grad[0] or (d_loss is None and d_m_pred is None):
+            return None, None, d_w, None
         B, G, K, H, W = logits.shape
         HW = H * W
         dx = torch.empty_like(logits)
@@ -162,7 +168,7 @@ class WeightedSoftmaxCE(torch.autograd.Function):
                 lse, d_loss if d_loss is not None else logits, d_m_pred if d_m_pred is not None else logits,
                 dx, HW, n_blocks, ctx.scale, G, K, K.bit_length() - 1, d_loss is not None, d_m_pred is not None,
                 ACC_DTYPE[logits.dtype], block_p, num_warps=num_warps)
-        return dx, None, None, None
+        return dx, None, d_w, None
 
 
 def weighted_softmax_ce(logits, target, weights, scale=0.1):
@@ -171,7 +177,7 @@ def weighted_softmax_ce(logits, target, weights, scale=0.1):
     logits: float[B, G, K, H, W] (float32, bfloat16, float16 or float64; K = 2**n, 2 <= K <= 1024),
     target: int[B, H, W, G] or None (inference: m_pred only), weights: float[B, H, W] (ignored when
     target is None)  ->  (loss: float32[B, H, W] or None, m_pred: float32[B, G*n, H, W]); float64
-    logits give float64 outputs. Differentiable wrt logits through both outputs.
+    logits give float64 outputs. Differentiable wrt logits through both outputs, and wrt weights.
     """
     if not isinstance(logits, torch.Tensor) or logits.dim() != 5 or logits.dtype not in ACC_DTYPE:
         raise ValueError(f"logits must be a float tensor [B, G, K, H, W] (float32/bfloat16/float16/float64), "

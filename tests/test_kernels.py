@@ -67,6 +67,18 @@ def test_bits_int32_mask_and_nan():
     assert torch.equal(k_bits.analog_to_mask(m, 3, 3), bits.analog_to_mask(m, 3, 3))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_analog_to_mask_in_the_input_precision(dtype):
+    """Bits are thresholded in the input's own precision: a float64 1e-50 is a 1 bit (float32
+    would flush it to 0); bfloat16 is compared after an exact upcast."""
+    m = torch.randn(2, 6, 5, 7, generator=torch.Generator().manual_seed(0)).to(DEVICE, dtype)
+    if dtype == torch.float64:
+        m[0, :, 0, 0] = torch.tensor([1e-50, -1e-50, 0.0, 5e-320, 1.0, -1.0], dtype=dtype)
+    assert torch.equal(k_bits.analog_to_mask(m, 3, 3), bits.analog_to_mask(m, 3, 3))
+    if dtype == torch.float64:
+        assert k_bits.analog_to_mask(m, 3, 3)[0, 0, 0].tolist() == [1, 3]
+
+
 def test_bits_bad_input():
     mask = torch.zeros(1, 2, 2, 2, dtype=torch.long, device=DEVICE)
     mask[0, 0, 0, 1] = 8
@@ -207,11 +219,27 @@ def test_ce_inference_gives_m_pred_only(shape, seed):
 def test_ce_gradcheck_float64(with_target):
     g = torch.Generator().manual_seed(0)
     logits, target, weights = ce_inputs(g, 1, 2, 4, 2, 3, torch.float64)
-    if with_target:
-        fn = lambda x: k_ce.weighted_softmax_ce(x, target, weights.double(), 0.3)  # noqa: E731
+    if with_target:  # the gradient wrt the weights too
+        fn = lambda x, w: k_ce.weighted_softmax_ce(x, target, w, 0.3)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (logits, weights.double().requires_grad_()))
     else:
         fn = lambda x: k_ce.weighted_softmax_ce(x, None, None, 0.3)[1]  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (logits,))
+        assert torch.autograd.gradcheck(fn, (logits,))
+
+
+@pytest.mark.parametrize("logits_need_grad", [True, False])
+def test_ce_weight_gradient_equals_reference(logits_need_grad):
+    """dL/dw = dL * CE as through losses.softmax_ce, with or without a gradient for the logits
+    (forward saves lse only for the latter: backward must not read it then)."""
+    logits, target, weights = ce_inputs(torch.Generator().manual_seed(2), 2, 2, 8, 3, 5)
+    logits = logits.detach().requires_grad_(logits_need_grad)
+    weights = weights.clone().requires_grad_()
+    inputs = [weights, logits] if logits_need_grad else [weights]
+    d_loss = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    grads = torch.autograd.grad(k_ce.weighted_softmax_ce(logits, target, weights, 0.1)[0], inputs, d_loss)
+    refs = torch.autograd.grad(losses.softmax_ce(logits, target, weights), inputs, d_loss)
+    for grad, ref in zip(grads, refs):
+        torch.testing.assert_close(grad, ref, **CE_TOL["grad"])
 
 
 def test_ce_bad_target_is_nan_not_a_sync():
