@@ -389,9 +389,10 @@ def train(args, rank=0, world=1):
     log.write(json.dumps(result) + "\n")
     log.close()
     save_summary(os.path.join(run_dir, "summary.png"), os.path.join(run_dir, "log.jsonl"), shown, args)
+    if cfg.n_past:
+        print(f"video: J&F={100 * result['j_and_f']:.1f} ID={100 * result['identity']:.1f}")
     print(f"eval: PQ={100 * result['pq']:.1f} PQ_th={100 * result['pq_things']:.1f} "
-          f"PQ_st={100 * result['pq_stuff']:.1f}" + (f" J&F={100 * result['j_and_f']:.1f} "
-          f"ID={100 * result['identity']:.1f}" if cfg.n_past else ""))
+          f"PQ_st={100 * result['pq_stuff']:.1f}")  # the last line, whatever the data set
     return result
 
 

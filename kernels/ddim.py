@@ -47,6 +47,9 @@ def ddim_step(x_t, x_pred, t_now, t_next, scale=0.1):
     if x_t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"ddim_step kernel takes float32/float16/bfloat16, got {x_t.dtype}: cast "
                          f"x_t, or use the reference (PIX2SEQD_KERNELS=0)")
+    if any(isinstance(t, torch.Tensor) and t.numel() != 1 for t in (t_now, t_next)):
+        raise ValueError("the ddim_step kernel takes one t_now and one t_next for the whole tensor; for "
+                         "per-example times use diffusion.ddim_step (it runs the reference for them)")
     t_now, t_next = float(t_now), float(t_next)
     if not (0 <= t_next <= 1 and 0 <= t_now <= 1):
         raise ValueError(f"t_now and t_next must lie in [0, 1], got {t_now}, {t_next}")

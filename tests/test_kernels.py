@@ -150,6 +150,9 @@ def test_ddim_dispatch_and_bad_input(monkeypatch):
         k_ddim.ddim_step(x_t, x_pred, 1.5, 0.5)
     with pytest.raises(ValueError, match="float32"):
         k_ddim.ddim_step(x_t.double(), x_pred.double(), 0.7, 0.5)
+    with pytest.raises(ValueError, match="per-example times"):
+        k_ddim.ddim_step(x_t, x_pred, torch.tensor([0.7, 0.6]), 0.5)
+    assert torch.equal(k_ddim.ddim_step(x_t, x_pred, torch.tensor(0.75), 0.5), k_ddim.ddim_step(x_t, x_pred, 0.75, 0.5))
 
 
 # ---- weighted softmax cross entropy + expected bits ------------------------------------

@@ -44,6 +44,16 @@ def test_bad_images_raise(model):
         model.infer(torch.rand(2, 32, 32))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_images_of_another_float_dtype_are_cast_to_the_weights(model, dtype):
+    images, masks = batch()
+    torch.manual_seed(2)
+    want = model.infer(images.to(dtype).float(), steps=2), model.train_loss(images.to(dtype).float(), masks)[0]
+    torch.manual_seed(2)
+    got = model.infer(images.to(dtype), steps=2), model.train_loss(images.to(dtype), masks)[0]
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
 def test_kernel_path_equals_reference_path(model, monkeypatch):
     """The Triton kernels (interpreted on the CPU) and the PyTorch references give the same loss,
     the same gradients and the same samples."""

@@ -3,6 +3,7 @@ streaming inference with predictions fed back, video.py's command line and its e
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -244,7 +245,8 @@ def test_train_fine_tunes_an_image_checkpoint_into_a_video_model(tmp_path, capsy
     result = train.main(["--dataset", "shapes-video", "--init", image_ckpt, "--train-steps", "2", "--batch-size", "2",
                          "--eval-images", "8", "--steps", "2", "--out", str(tmp_path), "--name", "vid"])
     assert 0 <= result["j_and_f"] <= 1 and 0 <= result["identity"] <= 1
-    assert "J&F=" in capsys.readouterr().out
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith("video: J&F=") and re.fullmatch(r"eval: PQ=\S+ PQ_th=\S+ PQ_st=\S+", lines[-1])
     ckpt = torch.load(tmp_path / "vid" / "ckpt.pt", weights_only=True)
     assert ckpt["config"]["n_past"] == 2 and ckpt["config"]["dec_base"] == SMALL["dec_base"]
     with pytest.raises(SystemExit) as e:
