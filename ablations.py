@@ -23,7 +23,7 @@ import textwrap
 import torch
 
 import train
-from cli import Parser, number_list
+from cli import Parser, make_dir, number_list
 from diffusion import load_model, tiny_config
 
 # The paper's PQ on MS-COCO val (Sec. 4.3: 100 epochs, batch 128, 512 px images, 256 px masks).
@@ -182,15 +182,15 @@ def get_args(argv=None):
     ap.add_argument("--sweep-steps", type=number_list(int), default=SAMPLING["steps"], help="sampling: steps at --td")
     ap.add_argument("--sweep-td", type=number_list(float), default=SAMPLING["td"], help="sampling: td at --steps")
     ap.add_argument("--ckpt", default=None, help="sampling: sweep this checkpoint instead of training the default run")
-    ap.add_argument("--train-steps", type=int, default=150)
+    ap.add_argument("--train-steps", type=int, default=150, help="training steps of each run (%(default)s)")
     ap.add_argument("--warmup", type=int, default=20, help="linear warm-up steps of the lr (train.py's default, 100, "
                     "is for its 900 steps)")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--eval-images", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=16, help="batch of each run (%(default)s)")
+    ap.add_argument("--eval-images", type=int, default=100, help="held-out images of each eval (%(default)s)")
     ap.add_argument("--steps", type=int, default=20, help="sampling steps of every eval (Fig. 6b's fixed steps)")
     ap.add_argument("--td", type=float, default=2.0, help="td of every eval (Fig. 6a's fixed td)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=os.path.join("runs", "ablations"))
+    ap.add_argument("--seed", type=int, default=0, help="seed of the data, the weights and the noise (%(default)s)")
+    ap.add_argument("--out", default=os.path.join("runs", "ablations"), help="folder of the runs and tables (%(default)s)")
     ap.add_argument("--reuse", action="store_true", help="keep runs whose log.jsonl already ends with an eval line")
     args = ap.parse_args(argv)
     for flag in ("train_steps", "batch_size", "eval_images", "steps"):
@@ -220,7 +220,7 @@ def get_args(argv=None):
 def main(argv=None):
     """Runs the ablation(s); returns {ablation: rows} and writes <out>/ablation_<name>.{json,md,png}."""
     args = get_args(argv)
-    os.makedirs(args.out, exist_ok=True)
+    make_dir("ablations.py", args.out)
     done, out = {}, {}
     for ablation in ABLATIONS if args.ablation == "all" else (args.ablation,):
         if ablation == "sampling":

@@ -54,6 +54,18 @@ def check_device(ap, device, kernels="auto"):
                  "tests): start with TRITON_INTERPRET=1 in the environment, or use --device cuda")
 
 
+def make_dir(prog, path, flag="--out"):
+    """os.makedirs(path, exist_ok=True), or one line naming the flag when path cannot be that folder."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        existing = os.path.abspath(path)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        why = f"{existing} is a file" if os.path.isfile(existing) else e.strerror
+        fail(prog, f"{flag} {path}: cannot create this folder ({why}); give a folder you can write to")
+
+
 def fail(prog, message):
     """Print `prog: error: message` as one line (white space folded) and exit with status 2."""
     print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)

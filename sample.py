@@ -29,6 +29,7 @@ import argparse
 import functools
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -55,9 +56,13 @@ DEFAULT_CKPT = os.path.join(REPO, "checkpoints", "shapes-tiny.pt")
 def read_image(path):
     """Any image file -> PIL RGB with its EXIF orientation applied. 16/32-bit grey is scaled to 8 bits
     (I;16 by 255/65535; I and F by 255/65535 when above 255, else as is); transparency is composited
-    on black (the padding's colour). Raises ValueError with a one-line message."""
+    on black (the padding's colour); an animated image gives its first frame, with a note.
+    Raises ValueError with a one-line message."""
     try:
         with Image.open(path) as im:
+            if getattr(im, "n_frames", 1) > 1:
+                tqdm.write(f"note: {path} has {im.n_frames} frames; this segments the first "
+                           f"(`python video.py {path}` segments them all, each conditioned on the last)", sys.stderr)
             im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I") or im.mode == "F":
                 a = np.asarray(im, np.float64)
@@ -321,7 +326,7 @@ def get_args(argv=None):
     ap.add_argument("--steps", type=int, default=20, help="sampling steps (Alg. 2) (%(default)s)")
     ap.add_argument("--td", type=float, default=2.0, help="time difference td of Alg. 2's time steps (%(default)s)")
     ap.add_argument("--min-pixels", type=int, default=16, help="segments with fewer pixels at the image's own size "
-                    "become void (%(default)s: 4 pixels of the shipped model's half-resolution mask; official COCO: 40)")
+                    "become void (%(default)s: 4 pixels of the shipped model's half-resolution mask; official configs: 40, the paper's text: 80)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (%(default)s)")
     ap.add_argument("--out", default="out", help="output folder (%(default)s)")
     ap.add_argument("--trajectory", action="store_true", help="also the predicted mask across the steps (Fig. 11)")
@@ -390,7 +395,10 @@ def main(argv=None):
     try:
         model, ckpt = load_model(args.ckpt, args.device)
         categories = checkpoint_categories(ckpt, args.ckpt, model.cfg)
-        os.makedirs(args.out, exist_ok=True)
+        if model.cfg.n_past:
+            print(f"note: {args.ckpt} is a video model; sample.py gives it no past masks (zeros, as on a clip's "
+                  f"first frame). `python video.py` feeds each frame's prediction to the next.", file=sys.stderr)
+        cli.make_dir("sample.py", args.out)
         if args.evaluate:
             return evaluate(model, categories, args)
         for path, stem in zip(tqdm(args.images, desc="sample", disable=len(args.images) < 2), stems):

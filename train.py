@@ -320,10 +320,7 @@ def train(args, rank=0, world=1):
         Draws(train_set), batch_sampler=StepBatches(len(train_set), start, stop, args.batch_size, args.seed, rank, world),
         num_workers=args.workers, pin_memory=args.device.startswith("cuda"))
     if rank == 0:
-        try:
-            os.makedirs(run_dir, exist_ok=True)
-        except OSError as e:
-            fail(f"--out {args.out}: cannot create {run_dir} ({e.strerror}); give a folder you can write to")
+        cli.make_dir("train.py", run_dir, "--out/--name")
         n_params = sum(p.numel() for p in model.parameters())
         print(f"{args.name}: {n_params / 1e6:.2f}M parameters, {args.train_steps} steps of batch {args.batch_size} "
               f"on {args.device}" + (f" x {world} processes" if world > 1 else "") + f", writing {run_dir}/")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageSequence
 
-from cli import Parser, check_device
+from cli import Parser, check_device, make_dir
 from coco import write_mask_png, write_panoptic_json
 from data import shapes_video
 from diffusion import load_model
@@ -168,6 +168,8 @@ def segment_video(args):
     from sample import paste_back, to_model_input  # (*)
     frames = read_frames(args.input)
     model, ckpt = load_video_model(args.ckpt, args.device)
+    make_dir("video.py", args.out)
+    make_dir("video.py", os.path.join(args.out, "panoptic"), "--out (its panoptic/)")
     categories = {int(c): v for c, v in ckpt["categories"].items()}
     S = model.cfg.image_size
     x, valid = zip(*(to_model_input(f, S) for f in frames))
@@ -175,7 +177,6 @@ def segment_video(args):
     pred = stream(model, torch.stack(x)[None].to(args.device), args.steps_first, args.steps_rest, args.td,
                   args.min_pixels)[0].cpu().numpy()
     masks = [paste_back(p, (f.height, f.width), v, S) for p, v, f in zip(pred, valid, frames)]
-    os.makedirs(os.path.join(args.out, "panoptic"), exist_ok=True)
     shown, images, annotations = [], [], []
     for k, (f, m) in enumerate(zip(frames, masks)):
         shown.append(Image.fromarray(overlay(np.asarray(f, np.float32) / 255, m)))
@@ -239,8 +240,8 @@ def main(argv=None):
     ap.add_argument("--ckpt", default="checkpoints/shapes-video-tiny.pt", help="a video checkpoint (train.py "
                     "--dataset shapes-video)")
     ap.add_argument("--out", default=None, help="output folder (default: out/<input name>)")
-    ap.add_argument("--steps-first", type=int, default=STEPS_FIRST, help="sampling steps on the first frame")
-    ap.add_argument("--steps-rest", type=int, default=STEPS_REST, help="sampling steps on every later frame")
+    ap.add_argument("--steps-first", type=int, default=STEPS_FIRST, help="sampling steps on the first frame (%(default)s)")
+    ap.add_argument("--steps-rest", type=int, default=STEPS_REST, help="sampling steps on every later frame (%(default)s)")
     ap.add_argument("--td", type=float, default=2.0, help="time difference td (paper, DAVIS: 1; the tiny "
                     "model tracks better with 2: J&F 71.0 vs 67.2 on the held-out clips)")
     ap.add_argument("--min-pixels", type=int, default=4, help="segments smaller than this (mask pixels) become void")
@@ -258,7 +259,7 @@ def main(argv=None):
     if any(s < 1 for s in args.sweep):
         ap.error("--sweep values must be >= 1")
     if args.evaluate == (args.input is not None):
-        ap.error("give an INPUT (frames folder or GIF) or --evaluate, not both")
+        ap.error("give an INPUT (frames folder or GIF), or --evaluate without an INPUT")
     if args.td < 0 or args.min_pixels < 0:
         ap.error("--td and --min-pixels must be >= 0")
     check_device(ap, args.device)

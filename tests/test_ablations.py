@@ -90,6 +90,14 @@ def test_bad_flags_give_one_line_errors(argv, words, capsys):
     assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and words in err
 
 
+def test_out_blocked_by_a_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "out").write_text("")
+    with pytest.raises(SystemExit) as e:
+        ablations.main(["scale", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--out" in err[0] and "is a file" in err[0]
+
+
 def test_missing_checkpoint_is_a_one_line_error(tmp_path):
     r = subprocess.run([sys.executable, "ablations.py", "sampling", "--ckpt", str(tmp_path / "none.pt"),
                         "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)

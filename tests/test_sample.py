@@ -120,7 +120,7 @@ def test_evaluate_sweeps_and_inpainting_beats_sampling(ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing image", "not an image", "corrupt checkpoint", "other config", "a folder",
-                                  "a folder as checkpoint", "nan td"])
+                                  "a folder as checkpoint", "nan td", "--out is a file"])
 def test_bad_input_is_one_line_exit_2(case, ckpt, tmp_path):
     (tmp_path / "notes.png").write_text("not a PNG")
     shutil.copy(os.path.join(REPO, "examples", "shapes_val_0.png"), tmp_path)
@@ -132,11 +132,23 @@ def test_bad_input_is_one_line_exit_2(case, ckpt, tmp_path):
             "corrupt checkpoint": ["shapes_val_0.png", "--ckpt", "corrupt.pt"],
             "other config": ["shapes_val_0.png", "--ckpt", "other.pt"], "a folder": ["."],
             "a folder as checkpoint": ["shapes_val_0.png", "--ckpt", "."],
-            "nan td": ["shapes_val_0.png", "--td", "nan"]}[case]
+            "nan td": ["shapes_val_0.png", "--td", "nan"], "--out is a file": ["shapes_val_0.png", "--out", "notes.png"]}[case]
     r = run(ckpt if "--ckpt" not in args else SHIPPED, *args, "--steps", "1", cwd=tmp_path)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith("sample.py: error: ")
+
+
+def test_animated_image_and_video_checkpoint_get_a_note(tmp_path):
+    """A GIF's first frame is segmented, and a video checkpoint runs with no past masks: each says so."""
+    gif = os.path.join(REPO, "examples", "video", "shapes.gif")
+    video_ckpt = os.path.join(REPO, "checkpoints", "shapes-video-tiny.pt")
+    if not os.path.isfile(video_ckpt):
+        pytest.skip("needs the shipped checkpoints/shapes-video-tiny.pt")
+    r = run(video_ckpt, gif, "--steps", "1", "--ckpt", video_ckpt, "--out", "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "has 8 frames; this segments the first" in r.stderr and "is a video model" in r.stderr
+    assert os.path.isfile(tmp_path / "out" / "shapes_panoptic.png")
 
 
 def test_evaluate_on_coco_files(ckpt, tmp_path):

@@ -87,6 +87,14 @@ def test_image_size_must_be_a_multiple_of_the_mask_size(tmp_path, capsys):
     assert e.value.code == 2 and len(err) == 1 and "multiple of --mask-size 32" in err[0]
 
 
+def test_out_blocked_by_a_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "runs").write_text("")
+    with pytest.raises(SystemExit) as e:
+        train.main(["--train-steps", "1", "--batch-size", "2", "--eval-images", "2", "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--out" in err[0] and "is a file" in err[0]
+
+
 def test_resume_without_checkpoint_gives_one_line_error(tmp_path):
     r = run_cli("--out", str(tmp_path), "--name", "nothing", "--resume")
     assert r.returncode != 0 and "Traceback" not in r.stderr

@@ -229,11 +229,12 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, make, match):
 
 def test_bad_flags_are_one_line_exit_2(tmp_path, capsys):
     write_gif(tmp_path / "c.gif", frames=2)
-    for argv, match in [([], "not both"), ([str(tmp_path / "c.gif"), "--steps-rest", "0"], "--steps-rest"),
+    for argv, match in [([], "or --evaluate without"), ([str(tmp_path / "c.gif"), "--steps-rest", "0"], "--steps-rest"),
                         ([str(tmp_path / "c.gif"), "--ckpt", str(tmp_path / "none.pt")], "not found"),
                         ([str(tmp_path / "c.gif"), "--td", "nan"], "finite"),
                         ([str(tmp_path / "c.gif"), "--min-pixels", "-1"], "--min-pixels"),
-                        ([str(tmp_path / "c.gif"), "--device", "mps"], "cpu or cuda")]:
+                        ([str(tmp_path / "c.gif"), "--device", "mps"], "cpu or cuda"),
+                        ([str(tmp_path / "c.gif"), "--out", str(tmp_path / "c.gif")], "is a file")]:
         with pytest.raises(SystemExit) as e:
             video.main(argv)
         err = capsys.readouterr().err
