@@ -31,9 +31,11 @@ def colours(mask):
     return rgb
 
 
-def overlay(image, mask):
-    """image: float[H, W, 3]; mask: int[H, W, 2] -> uint8[H, W, 3]: segments tinted, their edges white."""
-    out = np.where(((mask[..., 0] > 0) & (mask[..., 1] > 0))[..., None], 0.45 * image + 0.55 * colours(mask), image)
+def overlay(image, mask, tint=0.55):
+    """image: float[H, W, 3]; mask: int[H, W, 2] -> uint8[H, W, 3]: segments tinted by their colour
+    (tint = 1: the colours alone), their edges white."""
+    out = np.where(((mask[..., 0] > 0) & (mask[..., 1] > 0))[..., None],
+                   (1 - tint) * image + tint * colours(mask), image)
     key = mask[..., 0] * 65536 + mask[..., 1]
     edge = np.zeros(key.shape, bool)
     edge[1:] |= key[1:] != key[:-1]
@@ -43,18 +45,18 @@ def overlay(image, mask):
 
 
 def save_figure(path, images, titles, classes, categories):
-    """Two images side by side (input, overlay) with a legend of the classes present (the class of
-    each segment: `classes`), shown at most ~800 pixels wide."""
+    """Images side by side (input, overlay, the mask's own colours) with a legend of the classes
+    present (the class of each segment: `classes`) beside the last, each at most ~800 pixels wide."""
     step = max(1, max(images[0].shape[:2]) // 800)
-    fig = Figure(figsize=(9, 3.5 * aspect(*images[0].shape[:2]) + 0.5), layout="constrained")
-    axes = fig.subplots(1, 2)
+    fig = Figure(figsize=(4.5 * len(images), 3.5 * aspect(*images[0].shape[:2]) + 0.5), layout="constrained")
+    axes = fig.subplots(1, len(images))
     for ax, im, title in zip(axes, images, titles):
         ax.imshow(im[::step, ::step], interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     handles = [Patch(color=TAB10[(c - 1) % 10], label=f"{categories[c]['name']} ({classes.count(c)})")
                for c in sorted(set(classes))]
-    axes[1].legend(handles=handles or [Patch(color="k", label="(all void)")], loc="center left",
+    axes[-1].legend(handles=handles or [Patch(color="k", label="(all void)")], loc="center left",
                    bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.savefig(path, dpi=100, bbox_inches="tight")
 

@@ -19,7 +19,7 @@ For an input <stem>.<ext> it writes into --out (inpainting: <stem>_inpaint_*):
   <stem>_panoptic.json   a COCO panoptic JSON of this image (images, annotations with segments_info,
                          categories), as panopticapi's pq_compute reads
   <stem>_overlay.png     the input blended with a colour per segment (hue: class, shade: identity)
-  <stem>_figure.png      input | overlay with a legend of the classes present
+  <stem>_figure.png      input | overlay | the segments in their colours, with a legend of the classes
   <stem>_trajectory.png  --trajectory: the predicted mask after steps 1, 2, 4, ... (Fig. 11)
   <stem>_noise.png       --noise-figure: the mask's analog bits noised to several t, b = 1 and 0.1 (Fig. 3)
 --evaluate writes out/eval/: gt/ (the built-in data as COCO panoptic files), per setting the
@@ -189,7 +189,8 @@ def segment(model, path, categories, args, stem):
     Image.fromarray(shown).save(out_path + "_overlay.png")
     classes = [class_of(categories)[s["category_id"]] for s in segments]
     title = ("inpainted" if args.inpaint else "prediction") + f": {args.steps} steps, td={args.td:g}"
-    save_figure(out_path + "_figure.png", (image, shown), (os.path.basename(path), title), classes, categories)
+    save_figure(out_path + "_figure.png", (image, shown, overlay(np.zeros(image.shape, np.float32), full, tint=1)),
+                (os.path.basename(path), title, "segments: hue = class, shade = identity"), classes, categories)
     written = ["_panoptic.png", "_panoptic.json", "_overlay.png", "_figure.png"]
     crop = (slice(0, -(-valid[0] * m // S)), slice(0, -(-valid[1] * m // S)))  # the image's part of the grid
     if args.trajectory:
