@@ -18,6 +18,7 @@ compute what one process computes, up to float summation order (data.py, "Batchi
 """
 import copy
 import dataclasses
+import fcntl
 import functools
 import json
 import math
@@ -235,6 +236,20 @@ def save_summary(path, log_path, samples, args):
     print(f"wrote {path}: loss curve" + (" and samples of held-out images" if samples else ""))
 
 
+def open_log(run_dir, resume):
+    """run_dir/log.jsonl for appending (emptied unless resume), locked for the whole run: a second
+    train.py on the same run folder stops with one line instead of truncating this run's log."""
+    log = open(os.path.join(run_dir, "log.jsonl"), "a")
+    try:
+        fcntl.flock(log, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the process ends
+    except OSError:
+        log.close()
+        fail(f"{run_dir} is in use by another train.py run; give this run another --name (or --out)")
+    if not resume:
+        log.truncate(0)
+    return log
+
+
 def save_checkpoint(path, state):
     """Atomically: write a temporary file beside it, then rename over."""
     tmp = path + ".tmp"
@@ -324,7 +339,7 @@ def train(args, rank=0, world=1):
         n_params = sum(p.numel() for p in model.parameters())
         print(f"{args.name}: {n_params / 1e6:.2f}M parameters, {args.train_steps} steps of batch {args.batch_size} "
               f"on {args.device}" + (f" x {world} processes" if world > 1 else "") + f", writing {run_dir}/")
-        log = open(os.path.join(run_dir, "log.jsonl"), "a" if args.resume else "w")
+        log = open_log(run_dir, args.resume)
     t0 = time.time()
     bar = tqdm(range(start, stop), initial=start, total=args.train_steps, desc="train", mininterval=1,
                disable=rank > 0)

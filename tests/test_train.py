@@ -95,6 +95,22 @@ def test_out_blocked_by_a_file_is_a_one_line_error(tmp_path, capsys):
     assert e.value.code == 2 and len(err) == 1 and "--out" in err[0] and "is a file" in err[0]
 
 
+def test_a_second_run_on_a_busy_run_folder_is_a_one_line_error(tmp_path, capsys):
+    """The first run holds its log locked; a second one with the same --out/--name must not
+    truncate it (it did, and the first run then crashed reading its own log)."""
+    import fcntl
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "log.jsonl").write_text('{"step": 0, "loss": 1.0}\n')
+    with open(tmp_path / "busy" / "log.jsonl") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(SystemExit) as e:
+            train.main(["--train-steps", "1", "--batch-size", "2", "--eval-images", "2", "--out", str(tmp_path),
+                        "--name", "busy"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "in use by another train.py run" in err[0]
+    assert (tmp_path / "busy" / "log.jsonl").read_text() == '{"step": 0, "loss": 1.0}\n'
+
+
 def test_resume_without_checkpoint_gives_one_line_error(tmp_path):
     r = run_cli("--out", str(tmp_path), "--name", "nothing", "--resume")
     assert r.returncode != 0 and "Traceback" not in r.stderr
