@@ -42,7 +42,13 @@ from video import evaluate as evaluate_video, init_from_image, video_inputs
 # lr 1e-4, EMA 0.999, scale jitter [1, 3]) with the official config's warm-up (5 epochs: None), decay
 # to 0.1 of the peak lr and colour jitter 1. High-resolution stage: README, "Training on COCO panoptic".
 COCO_DEFAULTS = dict(preset="paper", image_size=256, mask_size=128, batch_size=512, train_steps=None, lr=1e-4,
-                     ema=0.999, warmup=None, end_lr=0.1, workers=8, eval_images=5000, ckpt_every=1000)
+                     ema=0.999, warmup=None, end_lr=0.1, workers=min(8, os.cpu_count() or 1), eval_images=5000,
+                     ckpt_every=1000)
+# --dataset coco on the CPU (the default --device): a run sized for minutes, not the paper's stage (a
+# batch of 512 at 256 px would need ~50 GB for activations): the tiny preset at 128 / 64 px, batch 8,
+# 200 steps (~1 s each on 2 cores), the tiny preset's lr and EMA.
+COCO_CPU_DEFAULTS = dict(COCO_DEFAULTS, preset="tiny", image_size=128, mask_size=64, batch_size=8, train_steps=200,
+                         lr=1e-3, ema=0.99, warmup=20, eval_images=100, ckpt_every=100)
 # --dataset shapes-video: fine-tune (--init) on 3-frame windows. The paper's video runs use a constant
 # lr of 1e-5..3e-5 and EMA 0.99 (SPEC); for a few CPU minutes on the tiny model these are ours.
 VIDEO_DEFAULTS = dict(train_steps=300, lr=3e-4, warmup=0, ema=0.98)
@@ -51,7 +57,8 @@ VIDEO_DEFAULTS = dict(train_steps=300, lr=3e-4, warmup=0, ema=0.98)
 def get_args(argv=None):
     ap = Parser(prog="train.py", description="Train Pix2Seq-D on the built-in shapes data (or COCO).")
     ap.add_argument("--dataset", default="shapes", choices=["shapes", "coco", "shapes-video"],
-                    help="coco: COCO panoptic under --data-root, with the paper's defaults (COCO_DEFAULTS); "
+                    help="coco: COCO panoptic under --data-root, with the paper's defaults on CUDA "
+                         "(COCO_DEFAULTS), a CPU-sized run on the CPU (COCO_CPU_DEFAULTS); "
                          "shapes-video: moving shapes, the decoder also reads the masks of frames t-2, t-1 "
                          "(Sec. 3.4; VIDEO_DEFAULTS); eval streams --eval-images/8 clips of 8 frames")
     ap.add_argument("--init", default=None, metavar="CKPT",
@@ -99,11 +106,16 @@ def get_args(argv=None):
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     args = ap.parse_args(argv)
-    if args.dataset == "coco":  # the paper's settings, for the flags not given
-        ap.set_defaults(**COCO_DEFAULTS)
+    if args.dataset == "coco":  # the paper's settings (on the CPU a small run), for the flags not given
+        cpu = args.device == "cpu"
+        ap.set_defaults(**(COCO_CPU_DEFAULTS if cpu else COCO_DEFAULTS))
         args = ap.parse_args(argv)
         if args.data_root is None:
             ap.error("--dataset coco needs --data-root DIR, the folder with annotations/ and train2017/")
+        if cpu:
+            print("note: --dataset coco on the CPU defaults to a small run (COCO_CPU_DEFAULTS: tiny preset, 128/64 "
+                  "px, batch 8, 200 steps); the paper's low-resolution stage is the default with --device cuda "
+                  "(or give --preset paper --image-size 256 --mask-size 128 ...)")
     if args.dataset == "shapes-video":
         ap.set_defaults(**VIDEO_DEFAULTS)
         args = ap.parse_args(argv)

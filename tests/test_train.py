@@ -157,11 +157,24 @@ def test_lr_schedule_warms_up_then_decays_to_end_lr():
     assert all(a >= b for a, b in zip(lr[10:], lr[11:]))
 
 
-def test_coco_defaults_follow_the_official_low_resolution_stage():
-    args = train.get_args(["--dataset", "coco", "--data-root", "somewhere"])
-    assert (args.image_size, args.mask_size, args.batch_size, args.lr, args.ema) == (256, 128, 512, 1e-4, 0.999)
+def test_coco_defaults_follow_the_official_low_resolution_stage_on_cuda(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # only get_args runs
+    args = train.get_args(["--dataset", "coco", "--data-root", "somewhere", "--device", "cuda"])
+    assert (args.preset, args.image_size, args.mask_size, args.batch_size, args.lr, args.ema) == \
+        ("paper", 256, 128, 512, 1e-4, 0.999)
     assert args.warmup is None and args.end_lr == 0.1 and args.color_jitter == 1.0 and tuple(args.jitter) == (1, 3)
+    assert args.train_steps is None  # 800 epochs of the data
     assert train.get_args([]).end_lr == 0.0
+    assert "COCO_CPU_DEFAULTS" not in capsys.readouterr().out
+
+
+def test_coco_on_the_cpu_defaults_to_a_small_run_and_says_so(capsys):
+    args = train.get_args(["--dataset", "coco", "--data-root", "somewhere"])
+    assert (args.preset, args.image_size, args.mask_size, args.batch_size, args.train_steps) == ("tiny", 128, 64, 8, 200)
+    assert tuple(args.jitter) == (1, 3) and args.end_lr == 0.1 and "COCO_CPU_DEFAULTS" in capsys.readouterr().out
+    args = train.get_args(["--dataset", "coco", "--data-root", "somewhere", "--preset", "paper", "--image-size", "256",
+                           "--mask-size", "128"])
+    assert (args.preset, args.image_size, args.batch_size) == ("paper", 256, 8)  # flags override either set
 
 
 def test_init_at_another_resolution(tmp_path):
