@@ -1,7 +1,7 @@
 """Mask decoder of Sec. 3.1 (Fig. 2): a TransUNet conditioned on the image and on gamma(t).
 
 Input: concat(m_t noisy analog bits, image features at the mask size [, past masks for video])
-along channels. A U-Net of residual blocks, time-conditioned by FiLM (x = silu(gn(x)(1 + s) + b)),
+along channels. A U-Net of residual blocks, time-conditioned by FiLM (x = silu(gn(x)(1 + scale) + shift)),
 goes down; at the bottleneck, transformer blocks run over the flattened map plus one token
 carrying the time embedding, each with self-attention, cross-attention to the encoder's tokens,
 and an MLP; the U-Net comes back up with skip connections; group norm, SiLU and a 1x1 conv give

@@ -180,7 +180,7 @@ def paper_config(**overrides):
 
 
 def tiny_config(**overrides):
-    """A ~2M-parameter model that trains on a CPU on the built-in 64x64 shapes in minutes."""
+    """A 3.9M-parameter model that trains on a CPU on the built-in 64x64 shapes in minutes."""
     c = dict(n_classes=5, n_class_bits=3, n_identity_bits=3, image_size=64, mask_size=32,
              resnet_widths=(16, 32, 64), resnet_depths=(1, 1, 2), resnet_stem=32, resnet_stem_stride=2,
              enc_dim=128, enc_layers=2, enc_heads=4, enc_mlp=256, feat_dim=64,

@@ -1,6 +1,6 @@
 """Train Pix2Seq-D (Alg. 1) and evaluate PQ with the sampler (Alg. 2).
 
-    python train.py                      # tiny preset, built-in synthetic shapes, CPU, ~9 min
+    python train.py                      # tiny preset, built-in synthetic shapes, CPU, ~8.5 min
     python train.py --train-steps 200 --name quick
     python train.py --dataset coco --data-root DIR --device cuda --amp    # paper preset, 256 px stage
     torchrun --standalone --nproc_per_node=8 train.py --dataset coco --data-root DIR --device cuda --amp
@@ -38,7 +38,7 @@ from diffusion import PRESETS, Config, Pix2SeqD, load_model
 from metrics import PanopticQuality
 from video import evaluate as evaluate_video, init_from_image, video_inputs
 
-# --dataset coco: App. B's low-resolution stage (256 px images, 128 px masks, 800 epochs of batch 512,
+# --dataset coco: the low-resolution stage of Sec. 4.1 (256 px images, 128 px masks, 800 epochs of batch 512,
 # lr 1e-4, EMA 0.999, scale jitter [1, 3]) with the official config's warm-up (5 epochs: None), decay
 # to 0.1 of the peak lr and colour jitter 1. High-resolution stage: README, "Training on COCO panoptic".
 COCO_DEFAULTS = dict(preset="paper", image_size=256, mask_size=128, batch_size=512, train_steps=None, lr=1e-4,
@@ -70,11 +70,13 @@ def get_args(argv=None):
     ap.add_argument("--color-jitter", type=float, default=1.0, metavar="S",
                     help="COCO: colour jitter strength of the training images (official: 1 at low resolution, "
                          "0 for the high-resolution fine-tuning)")
+    ap.add_argument("--no-flip", action="store_true",
+                    help="COCO: no random horizontal flips (the high-resolution stage has no augmentation)")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     ap.add_argument("--name", default=None, help="run name: writes runs/<name>/ (default: <dataset>-<preset>)")
     ap.add_argument("--out", default="runs", help="folder of runs")
-    ap.add_argument("--train-steps", type=int, default=900, help="(COCO default: 800 epochs, App. B)")
+    ap.add_argument("--train-steps", type=int, default=900, help="(COCO default: 800 epochs, Sec. 4.1)")
     ap.add_argument("--batch-size", type=int, default=32, help="global batch, split over torchrun's processes")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (paper, COCO: 1e-4)")
     ap.add_argument("--weight-decay", type=float, default=0.05)
@@ -168,7 +170,7 @@ def make_datasets(args, cfg):
     long[S/r, S/r, 2]) at cfg's sizes; val items unpermuted, the first --eval-images of the split."""
     if args.dataset == "coco":
         train_set = CocoPanoptic(args.data_root, "train", cfg.image_size, cfg.mask_size, jitter=tuple(args.jitter),
-                                 flip=True, color=args.color_jitter)
+                                 flip=not args.no_flip, color=args.color_jitter)
         val_set = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False)
         if val_set.categories != train_set.categories:
             raise DataError(f"{val_set.json_path}: its categories differ from those of {train_set.json_path}")
@@ -307,7 +309,7 @@ def train(args, rank=0, world=1):
         fail(f"--image-size {cfg.image_size} must be a multiple of --mask-size {cfg.mask_size} (paper: twice it)")
     train_set, val_set, categories = make_datasets(args, cfg)  # DataError: main() makes it one line
     cfg = fit_config(cfg, categories, getattr(train_set, "max_identities", None))
-    if args.train_steps is None:  # COCO: 800 epochs (App. B)
+    if args.train_steps is None:  # COCO: 800 epochs (Sec. 4.1)
         args.train_steps = math.ceil(800 * len(train_set) / args.batch_size)
     if args.warmup is None:  # COCO: 5 epochs (official config)
         args.warmup = math.ceil(5 * len(train_set) / args.batch_size)

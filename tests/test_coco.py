@@ -288,3 +288,20 @@ def test_train_py_data_errors_are_one_line_exit_2(shapes_export, tmp_path, capsy
         train.main(args + ["--data-root", str(root), "--workers", "1"])
     err = [line for line in capsys.readouterr().err.strip().splitlines() if "error" in line]
     assert e.value.code == 2 and len(err) == 1 and "000000000004.png: segment ids" in err[0], err
+
+
+def test_train_py_flips_coco_unless_no_flip(shapes_export, tmp_path):
+    """The low-resolution stage flips; the high-resolution stage (README) passes --no-flip."""
+    import train
+    out, _ = shapes_export
+    root = tmp_path / "root"
+    os.makedirs(root / "annotations")
+    for split in ("train", "val"):  # the export's val split serves as both
+        for src, dst in zip(coco_paths(out, "val"), (f"annotations/panoptic_{split}2017.json",
+                                                      f"annotations/panoptic_{split}2017", f"{split}2017")):
+            os.symlink(src, root / dst)
+    base = ["--dataset", "coco", "--data-root", str(root), "--preset", "tiny", "--image-size", "64", "--mask-size", "32"]
+    for flags, flip in (([], True), (["--no-flip"], False)):
+        args = train.get_args(base + flags)
+        train_set, _, _ = train.make_datasets(args, train.make_config(args))
+        assert train_set.flip is flip
