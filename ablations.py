@@ -69,7 +69,7 @@ def train_run(knobs, args, done):
     run_dir = os.path.join(args.out, name)
     result = final_result(run_dir) if args.reuse else None
     if result is None:
-        state = git_state()  # the code the run starts with (others may commit while it trains)
+        state = args.git  # the code this process imported (others may commit while it trains)
         result = train.main(["--out", args.out, "--name", name, "--train-steps", str(args.train_steps),
                              "--batch-size", str(args.batch_size), "--warmup", str(args.warmup),
                              "--eval-images", str(args.eval_images),
@@ -103,7 +103,7 @@ def sampling_ablation(args, done):
         r = train_run(DEFAULT, args, done)
         ckpt, git = os.path.join(args.out, r["name"], "ckpt.pt"), r["git"]
     else:
-        ckpt, git = args.ckpt, git_state()
+        ckpt, git = args.ckpt, args.git
     model = load_model(ckpt)[0]
     targs = train.get_args(["--eval-images", str(args.eval_images), "--seed", str(args.seed)])
     _, val_set, categories = train.make_datasets(targs, model.cfg)
@@ -220,6 +220,7 @@ def get_args(argv=None):
 def main(argv=None):
     """Runs the ablation(s); returns {ablation: rows} and writes <out>/ablation_<name>.{json,md,png}."""
     args = get_args(argv)
+    args.git = git_state()  # at start-up: the code every run of this process uses
     make_dir("ablations.py", args.out)
     done, out = {}, {}
     for ablation in ABLATIONS if args.ablation == "all" else (args.ablation,):
