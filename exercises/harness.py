@@ -20,13 +20,13 @@ class NotWritten(Exception):
     """The student's function still raises NotImplementedError."""
 
 
-def fmt(x, limit=600):
-    """Short text of a tensor / array / number / nested list, floats to 5 significant digits."""
+def fmt(x, limit=600, digits=5):
+    """Short text of a tensor / array / number / nested list, floats to `digits` significant digits."""
     def text(v):
         if isinstance(v, (torch.Tensor, np.ndarray)):
             v = v.tolist()
         if isinstance(v, float):
-            return f"{v:.5g}"
+            return f"{v:.{digits}g}"
         if isinstance(v, list):
             return "[" + ", ".join(text(u) for u in v) + "]"
         if isinstance(v, tuple):
@@ -34,6 +34,15 @@ def fmt(x, limit=600):
         return repr(v)
     s = text(x)
     return s if len(s) <= limit else s[:s.rfind(", ", 0, limit) + 2] + "..."
+
+
+def fmt_pair(want, got, limit=600):
+    """fmt of both, with more digits where 5 print them alike (gamma(0.0): 1 and 1)."""
+    for digits in (5, 10, 17):
+        a, b = fmt(want, limit, digits), fmt(got, limit, digits)
+        if a != b:
+            break
+    return a, b
 
 
 def call(fn, what, *args, hint="read the contract in the exercise's docstring", **kwargs):
@@ -67,13 +76,15 @@ def expect(what, want, got, hint, mistakes=(), rtol=0.0, atol=0.0, integer=False
         return bool(torch.isclose(g, a.double(), rtol, atol).all())
     if close(want):
         return
-    expected, got = fmt(want), fmt(got)
+    expected, got = fmt_pair(want, got)
     if want.numel() > 12:  # long: say where they differ
         bad = ~torch.isclose(g, want, rtol, atol)
         i = tuple(int(v) for v in bad.nonzero()[0])
-        expected = (f"{fmt(want[i])} at index {list(i)}, the first of {int(bad.sum())} wrong values "
-                    f"out of {want.numel()}")
-        got = f"{fmt(g[i])} there, all: {fmt(g, 200)}"
+        count = int(bad.sum())
+        at, there = fmt_pair(want[i], g[i])
+        expected = (f"{at} at index {list(i)}, " + ("1 wrong value" if count == 1 else
+                                                     f"the first of {count} wrong values") + f" out of {want.numel()}")
+        got = f"{there} there, all: {fmt(g, 200)}"
     for alt, alt_hint in mistakes:
         if alt(g) if callable(alt) else close(alt):
             raise Wrong(what, expected, got, alt_hint)

@@ -48,6 +48,21 @@ MISTAKES = [
         def bit2int(bits):  # reads the first bit as the most significant
             return (bits * 2 ** torch.arange(bits.shape[-1] - 1, -1, -1)).sum(-1)
         """, "bits[..., 0] is the least significant bit"),
+    (1, """
+        import torch
+        from bits import int2bit
+
+        def bit2int(bits):  # int8 place values: 200 comes out as -56
+            place = (2 ** torch.arange(bits.shape[-1])).to(torch.int8)
+            return (bits.to(torch.int8) * place).sum(-1)
+        """, "smaller int types overflow"),
+    (1, """
+        import torch
+        from bits import int2bit
+
+        def bit2int(bits):  # right values, int32
+            return (bits * 2 ** torch.arange(bits.shape[-1])).sum(-1).int()
+        """, "return torch.long (int64)"),
     (2, """
         import math
         import torch
@@ -63,6 +78,32 @@ MISTAKES = [
         def time_pairs(steps, td=1.0):  # td forgotten
             return [(1 - s / steps, max(1 - (s + 1) / steps, 0.0)) for s in range(steps)]
         """, "td is missing: t_next should be 1 - (s + 1 + td)/steps"),
+    (2, """
+        import math
+        import torch
+        from schedule import time_pairs
+
+        def gamma(t, ns=0.0002, ds=0.00025):  # a float32 tensor for a float t
+            return torch.cos(torch.tensor(((t + ns) / (1 + ds)) * math.pi / 2)) ** 2
+        """, "return a Python float computed with math.cos"),
+    (2, """
+        import math
+        import torch
+        from schedule import time_pairs
+
+        def gamma(t, ns=0.0002, ds=0.00025):  # 1 - gamma
+            cos = torch.cos if isinstance(t, torch.Tensor) else math.cos
+            return 1 - cos(((t + ns) / (1 + ds)) * math.pi / 2) ** 2
+        """, "you return 1 - gamma"),
+    (2, """
+        import math
+        import torch
+        from schedule import time_pairs
+
+        def gamma(t, ns=0.0002, ds=0.00025):  # pi, not pi / 2: gamma(0.0) prints as 1 at 5 digits
+            cos = torch.cos if isinstance(t, torch.Tensor) else math.cos
+            return cos(((t + ns) / (1 + ds)) * math.pi) ** 2
+        """, "expected: 0.9999999014\n  got:      0.9999996054"),
     (3, """
         import math
         from schedule import gamma
@@ -72,6 +113,28 @@ MISTAKES = [
             eps = (x_t - math.sqrt(g_now) * x_pred) / math.sqrt(1 - g_now)
             return math.sqrt(g_next) * x_pred + math.sqrt(1 - g_next) * eps
         """, "x0 must be clipped to [-b, b] before eps is computed"),
+    (3, """
+        import math
+        from schedule import gamma
+
+        def ddim_step(x_t, x_pred, t_now, t_next, scale=0.1):  # right result, inputs overwritten
+            g_now, g_next = gamma(t_now), gamma(t_next)
+            x0 = x_pred.clamp_(-scale, scale)
+            eps = x_t
+            eps -= math.sqrt(g_now) * x0
+            eps /= math.sqrt(1 - g_now)
+            return math.sqrt(g_next) * x0 + math.sqrt(1 - g_next) * eps
+        """, "do not modify the inputs in place"),
+    (3, """
+        import math
+        from schedule import gamma
+
+        def ddim_step(x_t, x_pred, t_now, t_next, scale=0.1):  # gamma_next in eps
+            g_next = gamma(t_next)
+            x0 = x_pred.clamp(-scale, scale)
+            eps = (x_t - math.sqrt(g_next) * x0) / math.sqrt(1 - g_next)
+            return math.sqrt(g_next) * x0 + math.sqrt(1 - g_next) * eps
+        """, "you returned x_t unchanged: eps must use gamma_now"),
     (4, """
         def size_weights(identity, p=0.2):  # 1 / c**p, not normalised
             flat = identity.reshape(identity.shape[0], -1)
