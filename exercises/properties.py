@@ -205,29 +205,39 @@ def check_size_weights(mod):
     def normalise(w):
         return w * w[0].numel() / w.sum((1, 2), keepdim=True)
 
+    void_hint = "void pixels (identity 0) are one segment too: weight them 1/c**p like any other segment"
+
     def weights(identity, p):
         B, H, W = identity.shape
         what = f"size_weights(torch.tensor({fmt(identity)}), p={p})"
         want = size_weights(identity, p)
         got = call(mod.size_weights, what, identity.clone(), p)
+        void = identity == 0
         if isinstance(got, torch.Tensor) and got.shape == want.shape:
-            sums = got.detach().double().sum((1, 2))
+            g = got.detach().double()
+            sums = g.sum((1, 2))
             if not torch.allclose(sums, torch.full_like(sums, H * W), rtol=1e-4):
                 batch = abs(float(sums.sum()) - B * H * W) < 1e-3 * B * H * W
+                void_zero = bool(void.any() and ((g == 0) | g.isnan())[void].all() and g[~void].isfinite().all())
                 raise Wrong(what, f"{fmt(want)} (each image sums to H*W = {H * W})",
-                            f"{fmt(got)} (sums {fmt(sums)})",
+                            f"{fmt(got)} (sums {fmt(sums)})", void_hint if void_zero else
                             "you normalised over the whole batch: normalise each image on its own" if batch else
                             "weights must sum to H*W per image: w' = H*W * w / sum(w) over the image's pixels")
         flat = identity.reshape(B, -1)
         c = (flat[:, :, None] == flat[:, None, :]).sum(-1).double().view(B, H, W)  # segment size per pixel
         c_batch = (flat.reshape(-1)[:, None] == flat.reshape(-1)[None, :]).sum(-1).double().view(B, H, W)
+        w_rest = c ** -p * ~void  # void at weight 0, or kept at 1 while the others share the rest
+        rest = H * W - void.sum((1, 2), keepdim=True)
         expect(what, want, got, "w = 1 / c**p with c the pixel count of the pixel's segment in its image (void, "
                "identity 0, is one segment too), then w' = H*W * w / sum(w) per image", [
                    (normalise(c ** p), "w = 1 / c**p: pixels of small segments get the larger weights"),
                    (normalise((c + 1) ** -p), "the paper weights by 1 / c**p; (c + 1) is the official code's "
                                               "variant"),
-                   (normalise(c_batch ** -p), "count each segment's pixels within its own image: identity 3 of "
-                                              "image 0 and identity 3 of image 1 are different segments")],
+                   (normalise(c_batch ** -p), "the same identity in two images is two different segments: "
+                                              "count per image"),
+                   (normalise(w_rest), void_hint),
+                   (normalise(torch.where(void, 1.0, c ** -p)), void_hint),
+                   (torch.where(void, 1.0, rest * w_rest / w_rest.sum((1, 2), keepdim=True)), void_hint)],
                rtol=1e-4)
     run(weights, 60, identity=tensors(np.int64, st.integers(0, 3), min_dims=3, max_dims=3),
         p=st.sampled_from([0.2, 1.0, 0.5, 0.0]))
@@ -237,6 +247,7 @@ def check_size_weights(mod):
 # ---- 5: expected bits -------------------------------------------------------------------
 
 def check_expected_bits(mod):
+    from bits import int2bit
     from losses import expected_bits
 
     def bits(logits, scale):
@@ -246,6 +257,12 @@ def check_expected_bits(mod):
         got = call(mod.expected_bits, what, logits.clone(), scale)
         e = (want / scale + 1) / 2  # the expected 0/1 bits
         n = K.bit_length() - 1
+        table = int2bit(torch.arange(K), n).double()
+
+        def m_pred(q):  # the analog bits of probabilities q: float[B, G, K, H, W]
+            return scale * (2 * torch.einsum("bgkhw,kn->bgnhw", q, table).reshape(want.shape) - 1)
+        axis = "the softmax runs over the K entries of a group, dim 2"
+        x = logits.double()
         expect(what, want, got, "m_pred[:, g*n + j] = scale * (2 * sum_k softmax(logits[:, g])_k * bit_j(k) - 1), "
                "the softmax over the K entries of group g (dim 2)", [
                    (e, "expected bits must be scaled to [-b, b]: scale * (2e - 1), e the expected 0/1 bit"),
@@ -253,12 +270,21 @@ def check_expected_bits(mod):
                    (2 * e - 1, "expected bits must be scaled to [-b, b]: multiply 2e - 1 by scale"),
                    (want.view(B, G, n, H, W).flip(2).reshape(want.shape),
                     "within each group the bits go least significant first (Alg. 3): bit_j(k) = (k >> j) & 1"),
+                   (want.view(B, G, n, H, W).transpose(1, 2).reshape(want.shape),
+                    "group 0's n bits come first: reshape [B, G, n, H, W] to [B, G*n, H, W]"),
+                   (m_pred(x.softmax(1)), axis),
+                   (m_pred(x.softmax(-1)), axis),
+                   (m_pred(x.exp()), "q_k = softmax(logits)_k: normalise exp(logits) by its sum over the K "
+                                     "entries of the group (dim 2)"),
                    (lambda g: bool(torch.isclose(g.abs(), torch.tensor(float(scale), dtype=g.dtype)).all()),
                     "take the expectation of each bit under the softmax, sum_k q_k * bit_j(k), not the bits of "
                     "the most likely entry")], rtol=1e-4, atol=1e-6)
     shapes = st.tuples(st.integers(1, 2), st.integers(1, 2), st.sampled_from([2, 4, 8]), st.integers(1, 2),
                        st.integers(1, 3))
-    run(bits, 40, logits=tensors(np.float32, st.floats(-4, 4, width=32), shape=shapes),
+    # two groups, two pixels in a row, uneven logits: the softmax over dim 1, over dim -1 and bare exp() all differ
+    logits = torch.tensor([[[[[0.5, -1.0]], [[1.0, 0.0]]], [[[2.0, 0.0]], [[-0.5, 1.5]]]]])
+    run(bits, 40, [{"logits": logits, "scale": 0.1}],
+        logits=tensors(np.float32, st.floats(-4, 4, width=32), shape=shapes),
         scale=st.sampled_from([0.1, 1.0]))
     print("  ok  expected_bits follows Sec. 3.2")
 

@@ -32,6 +32,17 @@ def kernel(body):
     return KERNEL_HEAD + textwrap.indent(textwrap.dedent(body), "    ")
 
 
+EXPECTED_BITS = """
+import torch
+from bits import int2bit
+
+def expected_bits(logits, scale=0.1):  # q = {q}, bits in the order {order}
+    B, G, K, H, W = logits.shape
+    n = K.bit_length() - 1
+    e = torch.einsum("bgkhw,kn->{order}", {q}, int2bit(torch.arange(K), n).float())
+    return (scale * (2 * e - 1)).reshape(B, G * n, H, W)
+"""
+
 # (exercise, a typical mistake as a student file, words the hint must contain)
 MISTAKES = [
     (1, """
@@ -141,6 +152,30 @@ MISTAKES = [
             c = (flat[:, :, None] == flat[:, None, :]).sum(-1).float()
             return (c ** -p).view(identity.shape)
         """, "weights must sum to H*W per image"),
+    (4, """
+        import torch
+
+        def size_weights(identity, p=0.2):  # void pixels weighted 1, the others 1 / c**p
+            B, H, W = identity.shape
+            flat = identity.reshape(B, -1)
+            c = (flat[:, :, None] == flat[:, None, :]).sum(-1).float()
+            w = torch.where(flat == 0, 1.0, c ** -p)
+            return (w * H * W / w.sum(1, keepdim=True)).view(B, H, W)
+        """, "void pixels (identity 0) are one segment too"),
+    (4, """
+        def size_weights(identity, p=0.2):  # void pixels weighted 0
+            B, H, W = identity.shape
+            flat = identity.reshape(B, -1)
+            w = (flat[:, :, None] == flat[:, None, :]).sum(-1).float() ** -p * (flat != 0)
+            return (w * H * W / w.sum(1, keepdim=True)).view(B, H, W)
+        """, "void pixels (identity 0) are one segment too"),
+    (4, """
+        def size_weights(identity, p=0.2):  # segments counted over the whole batch
+            B, H, W = identity.shape
+            flat = identity.reshape(-1)
+            w = (flat[:, None] == flat[None, :]).sum(-1).float().view(B, H * W) ** -p
+            return (w * H * W / w.sum(1, keepdim=True)).view(B, H, W)
+        """, "the same identity in two images is two different segments"),
     (5, """
         import torch
         from bits import int2bit
@@ -151,6 +186,13 @@ MISTAKES = [
             e = torch.einsum("bgkhw,kn->bgnhw", logits.softmax(2), int2bit(torch.arange(K), n).float())
             return e.reshape(B, G * n, H, W)
         """, "expected bits must be scaled to [-b, b]: scale * (2e - 1)"),
+    *[(5, EXPECTED_BITS.format(q=q, order="bgnhw"), hint) for q, hint in (
+        ("logits.softmax(1)", "the softmax runs over the K entries of a group, dim 2"),
+        ("logits.softmax(-1)", "the softmax runs over the K entries of a group, dim 2"),
+        ("logits.exp()", "normalise exp(logits) by its sum over the K entries"),
+        ("torch.nn.functional.one_hot(logits.argmax(2), K).permute(0, 1, 4, 2, 3).float()",
+         "not the bits of the most likely entry"))],
+    (5, EXPECTED_BITS.format(q="logits.softmax(2)", order="bnghw"), "group 0's n bits come first"),
     (6, "PLAIN_UNION", "IoU uses union minus the prediction's pixels on gt void"),
     (7, kernel("""
             x_t = tl.load(x_t_ptr + offs, mask=offs < N, other=0.0)
