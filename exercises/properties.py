@@ -307,15 +307,22 @@ PQ_SCENARIOS = [
     ("void pixels: class 0 or identity 0", "1.1 1.1 0.3 2.0", "1.1 1.1 0.3 2.0", VOID_HINT),
     ("a prediction spilling onto gt void", "1.1 1.1 0.0 0.0", "1.1 1.1 1.1 1.1",
      f"IoU uses union minus the prediction's pixels on gt void: {IOU_RULE}; here 2 / (4 + 2 - 2 - 2) = 1"),
+    ("gt pixels with identity 0 are void, whatever their class", "1.1 1.1 1.0 1.0", "1.1 1.1 1.1 1.1",
+     "gt pixels with class 0 or identity 0 are gt void, so the prediction's pixels on 1.0 are forgiven: "
+     f"{IOU_RULE}; here 2 / (4 + 2 - 2 - 2) = 1"),
     ("the gt segment partly predicted void", "1.1 1.1 1.1", "1.1 1.1 0.0",
      f"gt pixels the prediction leaves void still count in the union: {IOU_RULE}, only the prediction's "
      "pixels on gt void are forgiven; here 2 / 3"),
     ("same pixels, another class", "1.1 1.1", "2.1 2.1",
      CLASS_HINT + ": here the prediction is a false positive of class 2 and the gt a false negative of class 1"),
-    ("IoU exactly 0.5", "1.1 1.1 1.1 1.1", "1.1 1.1 2.1 2.1",
-     STRICT_HINT + ": 2 / 4 is not enough"),
+    ("IoU exactly 0.5", "1.1 1.1 1.1 1.1", "1.1 1.1 2.1 2.1",  # a match reported at 0.5: pq_got's STRICT_HINT
+     "a segment is the set of pixels sharing one (class, identity) pair: here pred 1.1 is the first 2 pixels "
+     "and pred 2.1 the last 2, so pred 1.1 and gt 1.1 (4 pixels) have IoU 2 / 4, not > 0.5"),
     ("an unmatched prediction mostly on gt void", "1.1 0.0 0.0 0.0", "2.1 2.1 2.1 2.1",
      "an unmatched prediction with more than half of its pixels on gt void is not a false positive"),
+    ("a prediction exactly half on gt void", "1.1 1.1 0.0 0.0", "2.1 2.1 2.1 2.1",
+     "an unmatched prediction is a false positive unless more than half of its pixels lie on gt void: "
+     "exactly half (here 2 of 4) is not enough"),
 ]
 
 

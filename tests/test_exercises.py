@@ -193,7 +193,14 @@ MISTAKES = [
         ("torch.nn.functional.one_hot(logits.argmax(2), K).permute(0, 1, 4, 2, 3).float()",
          "not the bits of the most likely entry"))],
     (5, EXPECTED_BITS.format(q="logits.softmax(2)", order="bnghw"), "group 0's n bits come first"),
-    (6, "PLAIN_UNION", "IoU uses union minus the prediction's pixels on gt void"),
+    (6, (" - (p_pixels & gt_void).sum().item()", ""), "IoU uses union minus the prediction's pixels on gt void"),
+    (6, ("(mask[..., 0] == c) & (mask[..., 1] == i)", "real & (mask[..., 1] == i)"),  # class ignored
+     "a segment is the set of pixels sharing one (class, identity) pair: here pred 1.1"),
+    (6, ("inter / union > 0.5", "inter / union >= 0.5"), "a match needs IoU > 0.5, strictly"),
+    (6, ("gt_void = (gt[..., 0] == 0) | (gt[..., 1] == 0)", "gt_void = gt[..., 0] == 0"),
+     "the prediction's pixels on 1.0 are forgiven"),
+    (6, ("2 * (p_pixels & gt_void).sum() > p_pixels.sum()", "2 * (p_pixels & gt_void).sum() >= p_pixels.sum()"),
+     "exactly half (here 2 of 4) is not enough"),
     (7, kernel("""
             x_t = tl.load(x_t_ptr + offs, mask=offs < N, other=0.0)
             x0 = tl.load(x_pred_ptr + offs, mask=offs < N, other=0.0)  # no clip
@@ -230,20 +237,20 @@ def test_untouched_template_is_not_written_yet(n, capsys):
     assert "not written yet: open " in out and EXERCISES[n][0] in out, out
 
 
-def mistake_source(source):
-    if source != "PLAIN_UNION":
+def mistake_source(n, source):
+    """A student file: source itself, or for (old, new) the solution with old replaced by new."""
+    if isinstance(source, str):
         return textwrap.dedent(source)
-    with open(solution(6)) as f:  # the solution with |p & gt void| left out of the union
+    with open(solution(n)) as f:
         text = f.read()
-    cut = " - (p_pixels & gt_void).sum().item()"
-    assert cut in text
-    return text.replace(cut, "")
+    assert source[0] in text
+    return text.replace(*source)
 
 
 @pytest.mark.parametrize("n, source, hint", MISTAKES, ids=[f"{m[0]}-{m[2][:30]}" for m in MISTAKES])
 def test_typical_mistake_gets_its_hint(n, source, hint, tmp_path, capsys):
     path = tmp_path / EXERCISES[n][0]
-    path.write_text(mistake_source(source))
+    path.write_text(mistake_source(n, source))
     code, out = check(capsys, n, "--file", path)
     assert code == 1
     assert "NOT YET" in out and "expected:" in out and "got:" in out
