@@ -67,14 +67,21 @@ def main(argv=None):
         parser.error(f"there is no exercise {args.n}")
     file, title, names, check = EXERCISES[args.n]
     path = args.file or os.path.join(HERE, file)
+    if os.path.isdir(path):
+        parser.error(f"{path} is a folder: give the .py file")
     if not os.path.isfile(path):
-        parser.error(f"{path} does not exist" + (" (it is a folder)" if os.path.isdir(path) else ""))
+        parser.error(f"{path} does not exist")
     if not path.endswith(".py"):
         parser.error(f"{path} is not a Python file: give the .py file with your solution")
     shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
     print(f"exercise {args.n}: {title}, checking {shown}")
     try:
         mod = load(path, args.n)
+    except SystemExit as e:
+        print(f"NOT YET: {shown} does not load: it exits as it is imported (SystemExit: {e.code!r})\n"
+              f"  hint:     remove the sys.exit() / exit() call (or put it under if __name__ == \"__main__\":), "
+              f"then run the checker again")
+        return 1
     except Exception as e:
         print(f"NOT YET: {shown} does not load: {type(e).__name__}: {e}\n"
               f"  hint:     fix that line first, then run the checker again")

@@ -47,9 +47,12 @@ def fmt_pair(want, got, limit=600):
 
 def call(fn, what, *args, hint="read the contract in the exercise's docstring", **kwargs):
     """Run the student's fn. The templates' NotImplementedError("exercise N: ...") (or a bare one)
-    -> NotWritten; any other error (torch's own NotImplementedErrors too) -> Wrong naming it."""
+    -> NotWritten; any other error (torch's own NotImplementedErrors too) or an exit -> Wrong naming it."""
     try:
         return fn(*args, **kwargs)
+    except SystemExit as e:
+        raise Wrong(what, "a result", f"it exits (SystemExit: {e.code!r})", "return the result: do not call "
+                    "sys.exit() or exit() in the function") from None
     except Exception as e:
         if isinstance(e, NotImplementedError) and (not str(e) or str(e).startswith("exercise ")):
             raise NotWritten(fn.__name__) from None

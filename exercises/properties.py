@@ -5,9 +5,11 @@ Each check draws small inputs with hypothesis, computes the answer with the proj
 first (shrunk) mismatch with a hint; `mistakes` lists what a typical slip would return, so the
 hint can name it. Each passing check prints one "ok" line.
 """
+import ast
 import inspect
 import math
 import os
+import textwrap
 from unittest import mock
 
 import numpy as np
@@ -431,10 +433,48 @@ def launch(kernel, x_t, x_pred, t_now, t_next, scale):
     return x_next[:N].cpu(), x_next[N:].cpu()
 
 
+def unmasked_access(fn):
+    """The first tl.load / tl.store in fn's source that passes no mask (keyword or positional):
+    (line in the file, "load" or "store", its text), or None."""
+    lines, first = inspect.getsourcelines(fn)
+    source = textwrap.dedent("".join(lines))
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("load", "store"):
+            slot = 1 if node.func.attr == "load" else 2  # tl.load(pointer, mask, ...), tl.store(pointer, value, mask)
+            mask = next((k.value for k in node.keywords if k.arg in ("mask", None)),  # None: **kwargs, trusted
+                        node.args[slot] if len(node.args) > slot else None)
+            if mask is None or isinstance(mask, ast.Constant) and mask.value is None:
+                found.append((first + node.lineno - 1, node.func.attr, ast.get_source_segment(source, node)))
+    return min(found, default=None)
+
+
+def elements(indices, most=6):
+    """[94] -> 'element 94'; [0, 1, 2, 5, 94] -> 'elements 0..2, 5, 94' (at most `most` runs, then '...')."""
+    runs = []
+    for i in indices:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    text = [f"{a}..{b}" if b > a else f"{a}" for a, b in runs]
+    return ("element " if len(indices) == 1 else "elements ") + ", ".join(text[:most]) + (
+        ", ..." if len(text) > most else "")
+
+
 def check_triton_ddim(mod):
     kernel = mod.ddim_step_kernel
-    if "raise NotImplementedError" in inspect.getsource(getattr(kernel, "fn", kernel)):
+    fn = getattr(kernel, "fn", kernel)
+    if "raise NotImplementedError" in inspect.getsource(fn):
         raise NotWritten("the body of ddim_step_kernel")  # on a GPU the compiler would reject `raise`
+    unmasked = unmasked_access(fn)
+    if unmasked:  # the padded buffers below hide reads past N; on a GPU they may fault or read garbage
+        line, kind, text = unmasked
+        raise Wrong(f"ddim_step_kernel, line {line} of {inspect.getsourcefile(fn)}: {text}",
+                    f"tl.{kind}(..., mask=offs < N)", "no mask", "the last block reads past N: load with mask=offs < N "
+                    "(and other=0.0) too" if kind == "load" else "the last block writes past N: store with "
+                    "mask=offs < N")
+
     def step(case):
         x_t, x_pred, t_now, t_next, scale = case
         N = x_t.numel()
@@ -449,17 +489,22 @@ def check_triton_ddim(mod):
             raise Wrong(what, f"nothing written past element {N - 1}", f"{len(tail) - int(tail.isnan().sum())} "
                         "element(s) written past the end", "the last block runs past N: store (and load) with "
                         "mask=offs < N")
-        expect(what, want, got, "load x_t and x_pred at offs = program_id(0) * BLOCK + arange(0, BLOCK), clip x0 "
-               "to [-scale, scale], store alpha * x_t + beta * x0 at the same offsets", [
+        bad = ~torch.isclose(got.double(), want.double(), 1e-4, 1e-5)
+        wrong, unwritten = bad.nonzero().flatten().tolist(), got.isnan().nonzero().flatten().tolist()
+        expect(what, want, got, f"{elements(wrong)} {'is' if len(wrong) == 1 else 'are'} wrong: load x_t "
+               "and x_pred at offs = program_id(0) * BLOCK + arange(0, BLOCK), clip x0 to [-scale, scale], store "
+               "alpha * x_t + beta * x0 at the same offsets", [
                    (reference_ddim(x_t, x_pred, t_now, t_next, math.inf), "the kernel forgot the clip: x0 = "
                     "tl.minimum(tl.maximum(x0, -scale), scale) before the update (Alg. 4)"),
-                   (lambda g: torch.allclose(g[:KERNEL_BLOCK], want[:KERNEL_BLOCK].double(), 1e-4, 1e-5),
+                   (lambda g: not bad[:KERNEL_BLOCK].any() and bool(bad[KERNEL_BLOCK:].all()),
                     "only the first block is right: every program must start at tl.program_id(0) * BLOCK"),
-                   (lambda g: bool(g.isnan().any()), "some elements were never written: each of the cdiv(N, BLOCK) "
-                    "programs must store the BLOCK elements starting at tl.program_id(0) * BLOCK")],
+                   (lambda g: bool(unwritten), f"{elements(unwritten)} {'was' if len(unwritten) == 1 else 'were'} "
+                    "never written: each of "
+                    "the cdiv(N, BLOCK) programs must store the BLOCK elements starting at tl.program_id(0) * BLOCK")],
                rtol=1e-4, atol=1e-5)
     one = torch.tensor([0.5]), torch.tensor([0.3])  # one element, its x_pred beyond +-b
-    many = torch.linspace(-1, 1, 2 * KERNEL_BLOCK + 3), torch.linspace(-0.25, 0.25, 2 * KERNEL_BLOCK + 3)
+    N = 3 * KERNEL_BLOCK - 1  # the last block partly past N; blocks that overlap by one leave element N-1 unwritten
+    many = torch.linspace(-1, 1, N), torch.linspace(-0.25, 0.25, N)
     run(step, 15, [{"case": (*one, 0.7, 0.3, 0.1)}, {"case": (*many, 0.7, 0.3, 0.1)}],
         case=ddim_cases(st.integers(1, 3 * KERNEL_BLOCK + 5).map(lambda n: (n,))))
     print("  ok  the kernel matches diffusion.ddim_step")

@@ -211,6 +211,31 @@ MISTAKES = [
             x0 = tl.minimum(tl.maximum(tl.load(x_pred_ptr + offs), -scale), scale)
             tl.store(x_next_ptr + offs, alpha * x_t + beta * x0)
         """), "mask=offs < N"),
+    (7, kernel("""
+            x_t = tl.load(x_t_ptr + offs)  # loads unmasked (the checker's padding hides it), store masked
+            x0 = tl.minimum(tl.maximum(tl.load(x_pred_ptr + offs), -scale), scale)
+            tl.store(x_next_ptr + offs, alpha * x_t + beta * x0, mask=offs < N)
+        """), "the last block reads past N: load with mask=offs < N (and other=0.0) too"),
+    (7, kernel("""
+            x_t = tl.load(x_t_ptr + offs, offs < N, 0.0)  # positional masks count
+            x0 = tl.minimum(tl.maximum(tl.load(x_pred_ptr + offs, mask=offs < N), -scale), scale)
+            tl.store(x_next_ptr + offs, alpha * x_t + beta * x0)
+        """), "the last block writes past N: store with mask=offs < N"),
+    (7, kernel("""
+            x_t = tl.load(x_t_ptr + offs, mask=offs <= N, other=0.0)  # one element too far
+            x0 = tl.minimum(tl.maximum(tl.load(x_pred_ptr + offs, mask=offs <= N, other=0.0), -scale), scale)
+            tl.store(x_next_ptr + offs, alpha * x_t + beta * x0, mask=offs <= N)
+        """), "written past the end"),
+    (7, KERNEL_HEAD.replace("program_id(0) * BLOCK", "program_id(0) * (BLOCK - 1)") + """
+    x_t = tl.load(x_t_ptr + offs, mask=offs < N, other=0.0)  # blocks overlap by one
+    x0 = tl.minimum(tl.maximum(tl.load(x_pred_ptr + offs, mask=offs < N, other=0.0), -scale), scale)
+    tl.store(x_next_ptr + offs, alpha * x_t + beta * x0, mask=offs < N)
+""", "element 94 was never written"),
+    (7, KERNEL_HEAD.replace("tl.program_id(0) * BLOCK + ", "") + """
+    x_t = tl.load(x_t_ptr + offs, mask=offs < N, other=0.0)  # every program on the first block
+    x0 = tl.minimum(tl.maximum(tl.load(x_pred_ptr + offs, mask=offs < N, other=0.0), -scale), scale)
+    tl.store(x_next_ptr + offs, alpha * x_t + beta * x0, mask=offs < N)
+""", "only the first block is right"),
 ]
 
 
@@ -266,12 +291,21 @@ def test_broken_files_and_bad_command_lines(tmp_path, capsys):
     renamed.write_text("from bits import int2bit\n")
     code, out = check(capsys, 1, "--file", renamed)
     assert code == 1 and "defines no bit2int" in out
-    for argv in (["9"], ["one"], ["1", "--file", str(tmp_path / "missing.py")]):
+    exits = tmp_path / "exits.py"
+    exits.write_text("import sys\nsys.exit(0)\n")
+    code, out = check(capsys, 1, "--file", exits)
+    assert code == 1 and "does not load: it exits as it is imported" in out, out
+    exits_later = tmp_path / "exits_later.py"
+    exits_later.write_text("import sys\nfrom bits import int2bit\n\ndef bit2int(bits):\n    sys.exit(0)\n")
+    code, out = check(capsys, 1, "--file", exits_later)
+    assert code == 1 and "do not call sys.exit()" in out, out
+    for argv in (["9"], ["one"], ["1", "--file", str(tmp_path / "missing.py")], ["1", "--file", str(tmp_path)]):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("exercises.check: "), err
+    assert "is a folder: give the .py file" in err
 
 
 def test_command_line():
