@@ -3,9 +3,9 @@
     python -m exercises.check N               checks exercises/NN_*.py, your work
     python -m exercises.check N --file PATH   checks another file (a solution, a variant)
 
-It loads the file, runs property tests against the project's reference (exercises/properties.py)
-and prints either one "ok" line per check and a cheerful verdict, or the first failure in plain
-words: the call, what was expected, what came out, and a hint. Exit code 0 when every check
+It loads the file, runs property tests against the project's reference (exercises/properties.py,
+exercises/properties_pq.py) and prints either one "ok" line per check and a cheerful verdict, or
+the first failure in plain words: the call, what was expected, what came out, and a hint. Exit code 0 when every check
 passes, 1 when one fails or the function is not written yet, 2 for a bad command line.
 Exercise 7 (Triton) runs in Triton's interpreter when there is no CUDA.
 """
@@ -22,7 +22,7 @@ if not torch.cuda.is_available():
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the repo root: `from bits import int2bit`
 
-from exercises import properties  # noqa: E402
+from exercises import properties, properties_pq  # noqa: E402
 from exercises.harness import NotWritten, Wrong  # noqa: E402
 
 # N: (file, title, functions the student writes, check)
@@ -36,7 +36,7 @@ EXERCISES = {
     5: ("05_expected_bits.py", "analog bits from softmax logits (Sec. 3.2)", ("expected_bits",),
         properties.check_expected_bits),
     6: ("06_pq_matching.py", "panoptic quality: matching segments (Sec. 4.2, Table 1; the COCO rules)",
-        ("match_segments",), properties.check_pq),
+        ("match_segments",), properties_pq.check_pq),
     7: ("07_triton_ddim.py", "the DDIM step as a Triton kernel (App. A Alg. 4)", ("ddim_step_kernel",),
         properties.check_triton_ddim),
 }
