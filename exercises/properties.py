@@ -352,7 +352,9 @@ def check_triton_ddim(mod):
     unmasked = unmasked_access(fn)
     if unmasked:  # the padded buffers below hide reads past N; on a GPU they may fault or read garbage
         line, kind, text = unmasked
-        raise Wrong(f"ddim_step_kernel, line {line} of {inspect.getsourcefile(fn)}: {text}",
+        file = os.path.relpath(inspect.getsourcefile(fn))
+        raise Wrong(f"ddim_step_kernel, line {line} of {inspect.getsourcefile(fn) if file.startswith('..') else file}: "
+                    f"{text}",
                     f"tl.{kind}(..., mask=offs < N)", "no mask", "the last block reads past N: load with mask=offs < N "
                     "(and other=0.0) too" if kind == "load" else "the last block writes past N: store with "
                     "mask=offs < N")
