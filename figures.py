@@ -12,6 +12,7 @@ from matplotlib.patches import Patch
 
 from bits import analog_to_mask, mask_to_analog
 from diffusion import corrupt
+from schedule import snr
 
 NOISE_TIMES = (0.0, 0.05, 0.1, 0.2, 0.4, 0.7, 0.9)  # Fig. 3's columns
 TAB10 = np.array(matplotlib.colormaps["tab10"].colors, np.float32)
@@ -76,14 +77,15 @@ def save_panels(path, rows, title):
 
 def noise_panels(mask, cfg, seed):
     """Fig. 3: the analog bits of mask (int[h, w, 2]) corrupted to t (Eq. 1, one eps for all panels),
-    decoded by thresholding at 0 with no post-processing; one row for b = 1.0, one for b = 0.1."""
+    decoded by thresholding at 0 with no post-processing; one row for b = 1.0, one for b = 0.1, each
+    panel titled with the bits' SNR at t (schedule.snr)."""
     eps = torch.randn((1, cfg.n_bits) + mask.shape[:2], generator=torch.Generator().manual_seed(seed))
     rows = []
     for b in (1.0, 0.1):
         m_bits = mask_to_analog(torch.from_numpy(mask)[None], cfg.n_class_bits, cfg.n_identity_bits, b)
         m_crpt = [corrupt(m_bits, torch.tensor([t]), eps) for t in NOISE_TIMES]
-        rows.append([(colours(analog_to_mask(m, cfg.n_class_bits, cfg.n_identity_bits)[0].numpy()), f"b={b:g}, t={t:g}")
-                     for m, t in zip(m_crpt, NOISE_TIMES)])
+        rows.append([(colours(analog_to_mask(m, cfg.n_class_bits, cfg.n_identity_bits)[0].numpy()),
+                      f"b={b:g}, t={t:g}, SNR {snr(t, b):.2g}") for m, t in zip(m_crpt, NOISE_TIMES)])
     return rows
 
 

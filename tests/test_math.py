@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from bits import analog_to_mask, bit2int, int2bit, mask_to_analog
 from diffusion import corrupt, ddim_step, majority_vote, match_identities
 from losses import expected_bits, size_weights, softmax_ce
-from schedule import gamma, time_pairs
+from schedule import gamma, snr, time_pairs
 
 FAST = settings(max_examples=40, deadline=None)
 
@@ -91,6 +91,19 @@ def test_gamma_endpoints_monotone_and_equal_to_alg4():
     assert (g[1:] < g[:-1]).all()
     assert np.allclose(g.numpy(), alg4_gamma(t.numpy()), rtol=0, atol=1e-15)
     assert gamma(0.3) == pytest.approx(alg4_gamma(0.3), abs=1e-15)
+
+
+def test_snr_is_signal_over_noise_power_of_corrupted_bits():
+    """gamma b^2 / (1 - gamma), measured: the variance of corrupt(+-b bits) splits into sqrt(gamma) b
+    of signal and sqrt(1 - gamma) eps of noise; b = 0.1 has 100x less SNR than b = 1 at every t."""
+    g = torch.Generator().manual_seed(0)
+    for t, b in ((0.3, 1.0), (0.6, 0.1)):
+        m_bits = b * (2 * torch.randint(0, 2, (1, 4, 64, 64), generator=g).double() - 1)
+        noise = corrupt(m_bits, torch.tensor([t]), torch.randn(m_bits.shape, generator=g, dtype=torch.float64))
+        noise = noise - math.sqrt(gamma(t)) * m_bits
+        assert snr(t, b) == pytest.approx(gamma(t) * b ** 2 / noise.var().item(), rel=0.05)
+        assert snr(t, b) == gamma(t) * b ** 2 / (1 - gamma(t))
+    assert snr(0.5, 0.1) == pytest.approx(snr(0.5, 1.0) / 100, rel=1e-12)
 
 
 @FAST
