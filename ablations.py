@@ -69,14 +69,13 @@ def train_run(knobs, args, done):
     run_dir = os.path.join(args.out, name)
     result = final_result(run_dir) if args.reuse else None
     if result is None:
-        state = args.git  # the code this process imported (others may commit while it trains)
         result = train.main(["--out", args.out, "--name", name, "--train-steps", str(args.train_steps),
                              "--batch-size", str(args.batch_size), "--warmup", str(args.warmup),
                              "--eval-images", str(args.eval_images),
                              "--steps", str(args.steps), "--td", str(args.td), "--seed", str(args.seed),
                              "--scale", str(knobs["scale"]), "--loss", knobs["loss"], "--p", str(knobs["p"])])
         with open(os.path.join(run_dir, "git.json"), "w") as f:
-            json.dump(state, f)
+            json.dump(args.git, f)  # the code this process imported (others may commit while it trains)
     try:
         with open(os.path.join(run_dir, "git.json")) as f:
             result["git"] = json.load(f)

@@ -2,12 +2,13 @@
 
 A panoptic mask is long[H, W, 2] (SPEC): channel 0 the class (0 void, 1..C), channel 1 the
 identity of the segment, for stuff and things alike. Identities are a fresh random permutation
-of 1..N on every draw (Sec. 2: instance ids are arbitrary, so the model must not learn them).
+of 1..N on every draw (SPEC, the official code; Sec. 2 speaks of random integers in [0, K]: instance
+ids are arbitrary, so the model must not learn them).
 
 Synthetic shapes: two textured "stuff" classes (sky above a wavy horizon, striped ground below)
 and three "thing" classes (circle, square, triangle; random size, rotation and a saturated colour
 whose hue leans to the class's) that can occlude one another. Images are float[3, S, S] in [0, 1];
-masks have half the resolution.
+masks long[mask_size, mask_size, 2] (by default S/2).
 Everything is a pure function of (seed, split, index), so a data set is reproducible.
 Real data, COCO panoptic as distributed, is coco.py.
 """
@@ -124,7 +125,7 @@ def permute_identities(mask, generator=None):
 
 
 def shapes_example(index, split="train", seed=0, image_size=64, mask_size=32, max_things=4, min_pixels=6):
-    """One example of the synthetic shapes data: (image float[3, S, S], mask long[S/2, S/2, 2]),
+    """One example of the synthetic shapes data: (image float[3, S, S], mask long[m, m, 2], m = mask_size),
     identities canonical (1..N in drawing order; permute with permute_identities)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
@@ -192,7 +193,7 @@ def thing_at(t, f):
 def shapes_video(index, split="train", seed=0, frames=8, start=0, image_size=64, mask_size=32, max_things=4,
                  min_pixels=6):
     """Frames start .. start+frames-1 of synthetic clip `index`: (frames float[T, 3, S, S], masks
-    long[T, S/2, S/2, 2]). Identities are canonical and constant over the clip: 1..N for the
+    long[T, m, m, 2], m = mask_size). Identities are canonical and constant over the clip: 1..N for the
     segments seen in these frames, in drawing order (permute the whole clip with
     permute_identities, which takes any leading shape). A thing with fewer than min_pixels mask
     pixels in a frame is left out of that frame's image and mask, as in shapes_example."""

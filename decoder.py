@@ -17,7 +17,10 @@ import torch.nn.functional as F
 from encoder import norm, sincos_2d
 
 
-def time_features(g, dim=128, gamma_scale=1e4):
+T_FEATURES = 128  # sinusoids of gamma fed to the time MLP (SPEC: 128 -> 512 -> 512)
+
+
+def time_features(g, dim=T_FEATURES, gamma_scale=1e4):
     """Sinusoidal features of gamma * 1e4 (the official decoder's scale). g: [B] -> [B, dim]."""
     half = dim // 2
     freq = torch.exp(-math.log(10000) * torch.arange(half, device=g.device, dtype=torch.float32) / half)
@@ -67,7 +70,7 @@ class MaskDecoder(nn.Module):
     def __init__(self, n_bits, feat_dim, enc_dim, out_channels, base=128, mults=(1, 1, 2, 2),
                  dim=512, layers=6, heads=8, n_past=0, t_dim=512):
         super().__init__()
-        self.t_mlp = nn.Sequential(nn.Linear(128, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
+        self.t_mlp = nn.Sequential(nn.Linear(T_FEATURES, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
         widths = [base * m for m in mults]
         self.conv_in = nn.Conv2d(n_bits * (1 + n_past) + feat_dim, widths[0], 1)
         self.down = nn.ModuleList()

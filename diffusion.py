@@ -222,7 +222,8 @@ class Pix2SeqD(nn.Module):
         -> (feats [B, feat_dim, h, w], tokens [B, N, enc_dim])."""
         if images.dim() != 4 or images.shape[1] != 3 or not images.dtype.is_floating_point:
             raise ValueError(f"images must be float[B, 3, H, W] in [0, 1], got {images.dtype} {list(images.shape)}")
-        images = images.to(next(self.parameters()).dtype)  # float64 / float16 images: the weights' dtype
+        images = images.to(next(self.parameters()).dtype)  # float64 / float16 images on float32 weights
+        # (the model itself runs in float32, bf16 through autocast)
         images = (images - IMAGE_MEAN.to(images)) / IMAGE_STD.to(images)
         return self.encoder(images, (self.cfg.mask_size, self.cfg.mask_size))
 

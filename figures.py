@@ -1,6 +1,7 @@
 """Pictures a person can look at: segment colours and overlays (sample.py, video.py), an input |
-overlay figure with a legend of the classes, grids of panels for the mask across sampling steps
-(Fig. 11) and for masks noised to several t at two scales b (Fig. 3).
+overlay | segments figure with a legend of the classes, grids of panels for the mask across
+sampling steps (Fig. 11) and for masks noised to several t at two scales b, titled with their SNR
+(Fig. 3), and a training run's summary (loss curve beside held-out samples).
 
 Colours: a tab10 hue per class, a shade per identity, void black.
 """

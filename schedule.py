@@ -21,7 +21,8 @@ def gamma(t, ns=0.0002, ds=0.00025):
 def snr(t, scale=0.1):
     """The signal-to-noise ratio of the analog bits at time t under Eq. 1: a bit of value +-b
     (b = scale) has signal power gamma(t) b^2 beside noise power 1 - gamma(t). Sec. 3.2 ("input
-    scaling") and Fig. 3: at b = 0.1 the mask stays buried in the noise 100x longer than at b = 1."""
+    scaling") and Fig. 3: at b = 0.1 the SNR is b^2 = 100x lower than at b = 1 at every t, so the
+    mask stays hidden in the noise down to much smaller t."""
     g = gamma(t)
     return g * scale ** 2 / (1 - g)
 

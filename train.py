@@ -46,7 +46,8 @@ COCO_DEFAULTS = dict(preset="paper", image_size=256, mask_size=128, batch_size=5
                      ckpt_every=1000)
 # --dataset coco on the CPU (the default --device): a run sized for minutes, not the paper's stage (a
 # batch of 512 at 256 px would need ~50 GB for activations): the tiny preset at 128 / 64 px, batch 8,
-# 200 steps (~1 s each on 2 cores), the tiny preset's lr and EMA.
+# 200 steps (~1 s each on 2 cores), the lr and EMA of train.py's shapes runs (1e-3, 0.99); end lr 0.1
+# and --workers as COCO_DEFAULTS.
 COCO_CPU_DEFAULTS = dict(COCO_DEFAULTS, preset="tiny", image_size=128, mask_size=64, batch_size=8, train_steps=200,
                          lr=1e-3, ema=0.99, warmup=20, eval_images=100, ckpt_every=100)
 # --dataset shapes-video: fine-tune (--init) on 3-frame windows. The paper's video runs use a constant
@@ -83,7 +84,7 @@ def get_args(argv=None):
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps, then linear decay to --end-lr "
                     "(COCO default: 5 epochs)")
     ap.add_argument("--end-lr", type=float, default=0.0, metavar="F",
-                    help="the lr at the last step, a fraction of --lr (COCO default: 0.1)")
+                    help="where the linear decay ends, a fraction of --lr, reached one step after the last (COCO default: 0.1)")
     ap.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient's global norm to this (0: off)")
     ap.add_argument("--ema", type=float, default=0.99, help="EMA decay of the weights (paper: 0.999)")
     ap.add_argument("--scale", type=float, default=None, help="input scaling b of the analog bits (paper: 0.1; on the "
@@ -186,7 +187,7 @@ def make_datasets(args, cfg):
 
 
 def lr_at(step, args):
-    """Linear warm-up, then linear decay to end_lr * lr at the last step."""
+    """Linear warm-up, then linear decay towards end_lr * lr, reached at step train_steps (one past the last)."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
     decay = max(0.0, (args.train_steps - step) / max(1, args.train_steps - args.warmup))
@@ -255,7 +256,7 @@ def open_log(run_dir, resume):
     train.py on the same run folder stops with one line instead of truncating this run's log."""
     log = open(os.path.join(run_dir, "log.jsonl"), "a")
     try:
-        fcntl.flock(log, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the process ends
+        fcntl.flock(log, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until log.close() or the process's exit
     except OSError:
         log.close()
         fail(f"{run_dir} is in use by another train.py run; give this run another --name (or --out)")
@@ -375,6 +376,7 @@ def train(args, rank=0, world=1):
         loss.backward()  # under DDP the gradients are averaged over the processes here
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or math.inf)  # 0: off
         opt.step()
+        # EMA warm-up: decay (1 + n) / (10 + n) until it reaches --ema, so the early EMA is not the random init
         ema_update(ema, model, min(args.ema, (1 + step) / (10 + step)))
         bar.set_postfix(loss=f"{stats['loss']:.3f}", refresh=False)
         if step % args.log_every == 0 or step == args.train_steps - 1:
@@ -399,7 +401,8 @@ def train(args, rank=0, world=1):
         print(f"stopped after step {stop} of {args.train_steps}: {ckpt_path}; continue with --resume")
         return None
     torch.manual_seed(args.seed)  # the sampler's noise: the same whatever ran before (workers, resume)
-    if cfg.n_past:  # video: stream held-out clips (--steps on the first frame), PQ over their frames, J&F
+    if cfg.n_past:  # video: stream held-out clips (--steps on the first frame, video.STEPS_REST on each
+        # later one), PQ over their frames, J&F
         vid = evaluate_video(ema, categories, max(1, args.eval_images // 8), seed=args.seed, device=args.device,
                                steps_first=args.steps, td=args.td, min_pixels=args.min_pixels)
         res, shown = vid["panoptic"], []
@@ -413,8 +416,9 @@ def train(args, rank=0, world=1):
     if cfg.n_past:
         result.update({"j_and_f": vid["J&F"], "identity": vid["identity"]})
     log.write(json.dumps(result) + "\n")
-    log.close()
+    log.flush()  # save_summary reads it back; the lock holds until the figure is written
     save_summary(os.path.join(run_dir, "summary.png"), os.path.join(run_dir, "log.jsonl"), shown, args)
+    log.close()
     if cfg.n_past:
         print(f"video: J&F={100 * result['j_and_f']:.1f} ID={100 * result['identity']:.1f}")
     print(f"eval: PQ={100 * result['pq']:.1f} PQ_th={100 * result['pq_things']:.1f} "

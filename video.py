@@ -111,8 +111,9 @@ def evaluate(model, categories, videos=20, frames=8, seed=0, batch_size=10, devi
     {"J&F", "J": {"mean", "recall"}, "F": {...}, "identity", "panoptic", "objects"}: DAVIS J&F
     (unsupervised: each gt thing track gets its best predicted identity for the whole clip), means
     over all objects of all clips; identity = the fraction of gt thing tracks followed by one
-    predicted identity in every frame; panoptic = PanopticQuality.compute() over all frames, each
-    scored on its own; objects = the number of gt thing tracks."""
+    predicted identity in every frame, one that holds no other track (metrics.identity_consistency);
+    panoptic = PanopticQuality.compute() over all frames, each scored on its own; objects = the number
+    of gt thing tracks."""
     model.eval()
     pq, objects, consistent = PanopticQuality(categories), [], 0.0
     for start in range(0, videos, batch_size):
@@ -133,10 +134,11 @@ def evaluate(model, categories, videos=20, frames=8, seed=0, batch_size=10, devi
 
 
 # ---------------------------------------------------------------------------------------------
-# Files: frames in (a folder of PNG/JPG or a GIF); overlays, an animated GIF and COCO panoptic out.
+# Files: frames in (a folder of PNG/JPG or an animated image); overlays, an animated GIF and COCO panoptic out.
 
 def read_frames(path):
-    """A folder of PNG/JPG frames (sorted by name) or an animated GIF -> list of PIL RGB images."""
+    """A folder of PNG/JPG frames (sorted by name) or an animated image file (GIF, animated PNG or
+    WebP, multi-page TIFF) -> list of PIL RGB images."""
     if os.path.isdir(path):
         names = sorted(f for f in os.listdir(path) if f.lower().endswith(FRAME_EXTENSIONS))
         if not names:
@@ -145,15 +147,20 @@ def read_frames(path):
         images = [read_image(os.path.join(path, f)) for f in names]
     elif not os.path.exists(path):
         raise ValueError(f"{path}: no such file or folder; give a folder of PNG/JPG frames or a GIF")
-    elif path.lower().endswith(".gif"):
+    else:
         try:
             with Image.open(path) as im:
+                n_frames = getattr(im, "n_frames", 1)
                 images = [f.convert("RGB") for f in ImageSequence.Iterator(im)]
         except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: not a readable GIF ({type(e).__name__}: {str(e).splitlines()[0][:150]})") from None
-    else:
-        raise ValueError(f"{path}: video.py reads an animated GIF or a folder of PNG/JPG frames; convert it "
-                         f"first, e.g. `ffmpeg -i {path} frames/%04d.png`")
+            if path.lower().endswith(".gif"):
+                raise ValueError(f"{path}: not a readable GIF ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:150]})") from None
+            raise ValueError(f"{path}: video.py reads an animated image (GIF, PNG, WebP, TIFF) or a folder of "
+                             f"PNG/JPG frames; convert it first, e.g. `ffmpeg -i {path} frames/%04d.png`") from None
+        if n_frames < 2:
+            raise ValueError(f"{path}: one still image; segment it with sample.py, or give video.py an animated "
+                             f"image or a folder of frames")
     if len({im.size for im in images}) > 1:
         raise ValueError(f"{path}: the frames differ in size ({sorted({im.size for im in images})[:2]} ...); "
                          f"a video's frames must share one size")

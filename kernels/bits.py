@@ -53,7 +53,9 @@ def mask_to_analog_kernel(mask_ptr, m_ptr, HW, n_blocks, scale,
 
 @triton.jit
 def exact_positive(x):
-    """x > 0 in x's own precision (a float64 1e-50 is positive), bfloat16 compared as float32."""
+    """x > 0 as the reference computes it, in x's own dtype (a float64 1e-50 stays a 1 bit; a float32
+    cast would flush it to 0). bfloat16 alone is upcast first (exact: every bf16 value is a float32),
+    because Triton's interpreter misreads bf16 comparisons."""
     if x.dtype.is_bf16():
         x = x.to(tl.float32)
     return x > 0

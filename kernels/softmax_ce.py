@@ -15,7 +15,8 @@ dL[B, H, W] and dM[B, G*n, H, W], with c[g, k] = sum_j dM[g, j] * bit_j(k):
 Each program owns BLOCK_P pixels of one image and, per group, loads the whole [K, BLOCK_P] tile
 of logits (K <= 1024 fits one block; the official K = 256): max, exp, sum and the n bit sums are
 reductions over the tile's first axis, so one read of the logits gives loss and m_pred. Like
-flash-attention, forward saves only lse (one float per pixel and group) and backward recomputes
+flash-attention, forward saves only lse (one float per pixel and group; plus the unweighted CE per
+pixel when the weights need a gradient) and backward recomputes
 p = exp(x - lse) from the untouched logits: the softmax never reaches global memory.
 
 Memory traffic per pixel, official sizes (G = 2, K = 256, n = 8, float32 logits, int64 target):

@@ -214,11 +214,19 @@ def test_evaluate_prints_a_table(tmp_path, capsys):
     assert capsys.readouterr().out.count("| video model |") == 2
 
 
+def test_read_frames_takes_any_animated_image(tmp_path):
+    frames = [Image.new("RGB", (8, 6), (60 * i, 0, 0)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:])
+    got = video.read_frames(str(tmp_path / "anim.png"))
+    assert [np.asarray(f).tolist() for f in got] == [np.asarray(f).tolist() for f in frames]
+
+
 @pytest.mark.parametrize("make, match", [
     (lambda d: str(d / "missing"), "no such file or folder"),
     (lambda d: (d / "clip.mp4").write_bytes(b"\0" * 64) and str(d / "clip.mp4"), "convert it"),
     (lambda d: (d / "empty").mkdir() or str(d / "empty"), "no .png/.jpg frames"),
     (lambda d: (d / "bad.gif").write_bytes(b"GIF89a broken") and str(d / "bad.gif"), "not a readable GIF"),
+    (lambda d: Image.new("RGB", (8, 8)).save(d / "still.png") or str(d / "still.png"), "one still image"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, make, match):
     with pytest.raises(SystemExit) as e:
