@@ -17,7 +17,9 @@ def int2bit(x, n=8):
         raise ValueError(f"int2bit expects an integer tensor, got {x.dtype}")
     if not 1 <= n <= 62:
         raise ValueError(f"int2bit: n must be in [1, 62], got {n}")
-    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= 2 ** n):  # as Python ints: 2**n may not fit x's dtype
+    # The range, as Python ints (2**n may not fit x's dtype). Skipped inside torch.compile, where its
+    # host sync would split the graph: compiled callers (train.py --compile) feed ids their data sets made.
+    if x.numel() and not torch.compiler.is_compiling() and (int(x.min()) < 0 or int(x.max()) >= 2 ** n):
         raise ValueError(f"int2bit: values must lie in [0, {2 ** n}) to fit in {n} bits, "
                          f"got range [{int(x.min())}, {int(x.max())}]")
     shifts = torch.arange(n, device=x.device)
@@ -36,13 +38,16 @@ def bit2int(bits):
 
 
 def check_mask(mask, n_class_bits, n_identity_bits):
-    """Raise a ValueError naming the problem unless mask is long[B, H, W, 2] within the bit budget."""
+    """Raise a ValueError naming the problem unless mask is long[B, H, W, 2] within the bit budget
+    (the budget is not checked inside torch.compile: see int2bit)."""
     if not isinstance(mask, torch.Tensor):
         raise ValueError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
     if mask.dim() != 4 or mask.shape[-1] != 2:
         raise ValueError(f"mask must have shape [B, H, W, 2] (class, identity), got {list(mask.shape)}")
     if mask.dtype.is_floating_point or mask.dtype == torch.bool:
         raise ValueError(f"mask must be an integer tensor, got {mask.dtype}")
+    if torch.compiler.is_compiling():  # the range check is a host sync (see int2bit)
+        return
     for c, (name, n) in enumerate((("class", n_class_bits), ("identity", n_identity_bits))):
         v = mask[..., c]
         if v.numel() and (int(v.min()) < 0 or int(v.max()) >= 2 ** n):  # Python ints: no uint8 wrap-around

@@ -22,10 +22,9 @@ def size_weights(identity, p=0.2):
     if identity.dim() != 3:
         raise ValueError(f"identity must be [B, H, W], got {list(identity.shape)}")
     B, H, W = identity.shape
-    flat = identity.reshape(B, H * W).long()
-    K = int(flat.max()) + 1 if flat.numel() else 1
-    keys = flat + K * torch.arange(B, device=flat.device)[:, None]  # one bin per (image, identity)
-    c = torch.bincount(keys.reshape(-1), minlength=B * K)[keys].float()  # [B, H*W]
+    flat = identity.reshape(B, H * W).long().contiguous()
+    s = flat.sort(1).values  # c = how many of the image's ids equal this one: the run of it in s
+    c = (torch.searchsorted(s, flat, right=True) - torch.searchsorted(s, flat)).float()  # [B, H*W]
     w = c.pow(-p)
     w = w * (H * W) / w.sum(1, keepdim=True)
     return w.reshape(B, H, W)

@@ -54,6 +54,14 @@ def test_images_of_another_float_dtype_are_cast_to_the_weights(model, dtype):
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
+def test_train_loss_traces_to_one_graph(model):
+    """train.py --compile: no host syncs inside Alg. 1 (the id range checks step aside inside
+    torch.compile, size weights count by sorting), so it compiles to one graph, not 21."""
+    images, masks = batch()
+    explained = torch._dynamo.explain(model.train_loss)(images, masks)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+
+
 def test_kernel_path_equals_reference_path(model, monkeypatch):
     """The Triton kernels (interpreted on the CPU) and the PyTorch references give the same loss,
     the same gradients and the same samples."""
