@@ -55,14 +55,14 @@ DEFAULT_CKPT = os.path.join(REPO, "checkpoints", "shapes-tiny.pt")
 
 def read_image(path):
     """Any image file -> PIL RGB with its EXIF orientation applied. 16/32-bit grey is scaled to 8 bits
-    (I;16 by 255/65535; I and F by 255/65535 when above 255, by 255/max above 65535, else as is); transparency is composited
-    on black (the padding's colour); an animated image gives its first frame, with a note.
-    Raises ValueError with a one-line message."""
+    (I;16 by 255/65535; I and F by 255/65535 when above 255, by 255/max above 65535, else as is);
+    transparency is composited on black (the padding's colour); an animated image gives its first
+    frame, with a note. Raises ValueError with a one-line message."""
     try:
         with Image.open(path) as im:
             if getattr(im, "n_frames", 1) > 1:
-                tqdm.write(f"note: {path} has {im.n_frames} frames; this segments the first "
-                           f"(`python video.py {path}` segments them all, each conditioned on the masks predicted before it)", sys.stderr)
+                tqdm.write(f"note: {path} has {im.n_frames} frames; this segments the first (`python video.py "
+                           f"{path}` segments them all, each conditioned on the masks predicted before it)", sys.stderr)
             im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I") or im.mode == "F":
                 a = np.asarray(im, np.float64)
@@ -398,7 +398,8 @@ def main(argv=None):
         categories = checkpoint_categories(ckpt, args.ckpt, model.cfg)
         if model.cfg.n_past:
             print(f"note: {args.ckpt} is a video model; sample.py gives it no past masks (zeros, as on a clip's "
-                  f"first frame). `python video.py` feeds each frame the masks predicted for the frames before it.", file=sys.stderr)
+                  f"first frame). `python video.py` feeds each frame the masks predicted for the frames before it.",
+                  file=sys.stderr)
         cli.make_dir("sample.py", args.out)
         if args.evaluate:
             return evaluate(model, categories, args)

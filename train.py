@@ -84,7 +84,8 @@ def get_args(argv=None):
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps, then linear decay to --end-lr "
                     "(COCO default: 5 epochs)")
     ap.add_argument("--end-lr", type=float, default=0.0, metavar="F",
-                    help="where the linear decay ends, a fraction of --lr, reached one step after the last (COCO default: 0.1)")
+                    help="where the linear decay ends, a fraction of --lr, reached one step after the last "
+                         "(COCO default: 0.1)")
     ap.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient's global norm to this (0: off)")
     ap.add_argument("--ema", type=float, default=0.99, help="EMA decay of the weights (paper: 0.999)")
     ap.add_argument("--scale", type=float, default=None, help="input scaling b of the analog bits (paper: 0.1; on the "
@@ -116,9 +117,11 @@ def get_args(argv=None):
         if args.data_root is None:
             ap.error("--dataset coco needs --data-root DIR, the folder with annotations/ and train2017/")
         if cpu:
-            print("note: --dataset coco on the CPU defaults to a small run (COCO_CPU_DEFAULTS: tiny preset, 128/64 "
-                  "px, batch 8, 200 steps); the paper's low-resolution stage is the default with --device cuda "
-                  "(or give --preset paper --image-size 256 --mask-size 128 ...)")
+            d = COCO_CPU_DEFAULTS
+            print(f"note: --dataset coco on the CPU defaults to a small run (COCO_CPU_DEFAULTS: {d['preset']} preset, "
+                  f"{d['image_size']}/{d['mask_size']} px, batch {d['batch_size']}, {d['train_steps']} steps); the "
+                  f"paper's low-resolution stage is the default with --device cuda (or give --preset paper "
+                  f"--image-size 256 --mask-size 128 ...)")
     if args.dataset == "shapes-video":
         ap.set_defaults(**VIDEO_DEFAULTS)
         args = ap.parse_args(argv)
@@ -401,13 +404,13 @@ def train(args, rank=0, world=1):
         print(f"stopped after step {stop} of {args.train_steps}: {ckpt_path}; continue with --resume")
         return None
     torch.manual_seed(args.seed)  # the sampler's noise: the same whatever ran before (workers, resume)
+    shown = []  # (image, gt, pred) of the first held-out images, for summary.png (image data only)
     if cfg.n_past:  # video: stream held-out clips (--steps on the first frame, video.STEPS_REST on each
         # later one), PQ over their frames, J&F
         vid = evaluate_video(ema, categories, max(1, args.eval_images // 8), seed=args.seed, device=args.device,
                                steps_first=args.steps, td=args.td, min_pixels=args.min_pixels)
-        res, shown = vid["panoptic"], []
+        res = vid["panoptic"]
     else:
-        shown = []
         res = evaluate(ema, val_set, categories, args.steps, args.td, args.min_pixels, device=args.device,
                        shown=shown)
     result = {"step": args.train_steps, "pq": res["All"]["pq"], "pq_things": res["Things"]["pq"],

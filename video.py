@@ -146,7 +146,7 @@ def read_frames(path):
         from sample import read_image  # (*) here, not at the top: train.py imports this module, not sample.py
         images = [read_image(os.path.join(path, f)) for f in names]
     elif not os.path.exists(path):
-        raise ValueError(f"{path}: no such file or folder; give a folder of PNG/JPG frames or a GIF")
+        raise ValueError(f"{path}: no such file or folder; give a folder of PNG/JPG frames or an animated image")
     else:
         try:
             with Image.open(path) as im:
@@ -247,8 +247,10 @@ def main(argv=None):
     ap.add_argument("--ckpt", default="checkpoints/shapes-video-tiny.pt", help="a video checkpoint (train.py "
                     "--dataset shapes-video)")
     ap.add_argument("--out", default=None, help="output folder (default: out/<input name>)")
-    ap.add_argument("--steps-first", type=int, default=STEPS_FIRST, help="sampling steps on the first frame (%(default)s)")
-    ap.add_argument("--steps-rest", type=int, default=STEPS_REST, help="sampling steps on every later frame (%(default)s)")
+    ap.add_argument("--steps-first", type=int, default=STEPS_FIRST,
+                    help="sampling steps on the first frame (%(default)s)")
+    ap.add_argument("--steps-rest", type=int, default=STEPS_REST,
+                    help="sampling steps on every later frame (%(default)s)")
     ap.add_argument("--td", type=float, default=2.0, help="time difference td (paper, DAVIS: 1; the tiny "
                     "model tracks better with 2: J&F 71.0 vs 67.2 on the held-out clips)")
     ap.add_argument("--min-pixels", type=int, default=4, help="segments smaller than this (mask pixels) become void")
