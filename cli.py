@@ -7,6 +7,8 @@ import sys
 
 import torch
 
+import kernels
+
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (its default prints the usage too), and every float flag
@@ -17,6 +19,7 @@ class Parser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         ns = super().parse_args(args, namespace)
+        kernels.check_torch()
         for action in self._actions:
             value = getattr(ns, action.dest, None)
             for v in value if isinstance(value, (list, tuple)) else [value]:
@@ -39,7 +42,7 @@ def number_list(kind):
     return parse
 
 
-def check_device(ap, device, kernels="auto"):
+def check_device(ap, device, kernels_flag="auto"):
     """ap.error unless --device names a usable cpu or cuda device (and --kernels on can run)."""
     try:
         kind = torch.device(device).type
@@ -49,7 +52,9 @@ def check_device(ap, device, kernels="auto"):
         ap.error(f"--device {device}: this project runs on cpu or cuda (Triton kernels need CUDA); use --device cpu")
     if kind == "cuda" and not torch.cuda.is_available():
         ap.error(f"--device {device}: no CUDA device here; use --device cpu")
-    if kernels == "on" and kind == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    if kernels_flag == "on" and kernels.triton_problem():
+        ap.error(f"--kernels on: {kernels.triton_problem()}; or use --kernels auto")
+    if kernels_flag == "on" and kind == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         ap.error("--kernels on with --device cpu runs the Triton kernels in Triton's interpreter (slow, for "
                  "tests): start with TRITON_INTERPRET=1 in the environment, or use --device cuda")
 

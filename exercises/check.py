@@ -22,6 +22,7 @@ if not torch.cuda.is_available():
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the repo root: `from bits import int2bit`
 
+import kernels  # noqa: E402
 from exercises import properties, properties_pq  # noqa: E402
 from exercises.harness import NotWritten, Wrong  # noqa: E402
 
@@ -65,6 +66,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.n not in EXERCISES:
         parser.error(f"there is no exercise {args.n}")
+    if args.n == 7 and kernels.triton_problem():
+        parser.error(f"exercise 7 writes a Triton kernel: {kernels.triton_problem()}")
     file, title, names, check = EXERCISES[args.n]
     path = args.file or os.path.join(HERE, file)
     if os.path.isdir(path):

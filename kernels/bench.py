@@ -19,6 +19,10 @@ import sys
 
 import torch
 
+import kernels
+
+if __name__ == "__main__":
+    kernels.require("python -m kernels.bench")  # one line, before `import triton` fails
 COMPILE_ONLY = "--compile-only" in sys.argv[1:]
 if COMPILE_ONLY:
     os.environ["TRITON_INTERPRET"] = "0"

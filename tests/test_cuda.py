@@ -11,8 +11,8 @@ import train
 from data import ShapesDataset, batch_at, noise_at
 from diffusion import Pix2SeqD, tiny_config
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
-                                reason="needs a GPU and compiled kernels (TRITON_INTERPRET=0)")
+pytestmark = [pytest.mark.triton, pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
+                                reason="needs a GPU and compiled kernels (TRITON_INTERPRET=0)")]
 
 
 def loss_and_grads(model, kernels, monkeypatch):

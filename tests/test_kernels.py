@@ -18,10 +18,15 @@ import bits
 import diffusion
 import kernels
 import losses
-from kernels import bits as k_bits
-from kernels import ddim as k_ddim
-from kernels import softmax_ce as k_ce
-from schedule import gamma
+
+if kernels.triton_problem():
+    pytest.skip(kernels.triton_problem(), allow_module_level=True)
+pytestmark = pytest.mark.triton
+
+from kernels import bits as k_bits  # noqa: E402
+from kernels import ddim as k_ddim  # noqa: E402
+from kernels import softmax_ce as k_ce  # noqa: E402
+from schedule import gamma  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 COMPILED = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"

@@ -62,6 +62,7 @@ def test_train_loss_traces_to_one_graph(model):
     assert explained.graph_count == 1 and explained.graph_break_count == 0
 
 
+@pytest.mark.triton
 def test_kernel_path_equals_reference_path(model, monkeypatch):
     """The Triton kernels (interpreted on the CPU) and the PyTorch references give the same loss,
     the same gradients and the same samples."""

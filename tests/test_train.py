@@ -73,6 +73,7 @@ def test_out_of_range_flags_give_one_line_errors(flag, value, capsys):
     assert e.value.code == 2 and len(err) == 1 and flag in err[0]
 
 
+@pytest.mark.triton
 def test_kernels_on_a_cpu_needs_the_interpreter():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "train.py", "--kernels", "on"], cwd=ROOT, env=env, capture_output=True,
