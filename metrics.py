@@ -18,9 +18,7 @@ from coco import read_panoptic_png
 
 def _as_array(x, name):
     """numpy integer array of a tensor / array / nested list, with a clear error otherwise."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x)
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if not np.issubdtype(x.dtype, np.integer):
         raise ValueError(f"{name} must hold integers (class / identity ids), got dtype {x.dtype}; "
                          f"convert it with .long() or .astype(np.int64)")
@@ -49,8 +47,7 @@ def _segments(mask):
     pairs, seg = np.unique(cls * base + ident, return_inverse=True)  # one int64 per (class, id)
     pair_cls, pair_id = np.divmod(pairs, base)
     real = (pair_cls != 0) & (pair_id != 0)
-    renumber = np.zeros(len(pairs), dtype=np.int64)
-    renumber[real] = np.arange(1, real.sum() + 1)
+    renumber = np.cumsum(real) * real  # 1..S for the segments, 0 for void
     return (renumber[seg.ravel()], np.concatenate([[0], pair_cls[real]]),
             np.concatenate([[0], pair_id[real]]), np.unique(pair_cls))
 
@@ -91,11 +88,9 @@ class PanopticQuality:
             if unknown:
                 raise ValueError(f"{name} has class ids {unknown} that are not in categories "
                                  f"(known: {sorted(self.categories)}; 0 is void)")
-        crowd = np.isin(gt_id, np.asarray([int(i) for i in gt_crowd], dtype=np.int64))
-        crowd[0] = False
-        gt_area = np.bincount(gt_seg, minlength=len(gt_class)).astype(np.float64)
-        void = np.arange(len(gt_class)) == 0
-        self._count(pred_seg, gt_seg, pred_class, gt_class, gt_area, crowd, crowd, void)
+        crowd = np.isin(gt_id, [int(i) for i in gt_crowd]) & (gt_class > 0)  # entry 0 (void) is no segment
+        area = np.bincount(gt_seg, minlength=len(gt_class)).astype(np.float64)
+        self._count(pred_seg, gt_seg, pred_class, gt_class, area, crowd, crowd, np.arange(len(gt_class)) == 0)
 
     def _count(self, pred_seg, gt_seg, pred_class, gt_class, gt_area, gt_crowd, gt_excuse, gt_void):
         """The COCO panoptic matching of one image; adds its tp / fp / fn / IoU to the totals.
@@ -111,11 +106,8 @@ class PanopticQuality:
         """
         n_pred, n_gt = len(pred_class), len(gt_class)
         pair, inter = np.unique(pred_seg * n_gt + gt_seg, return_counts=True)
-        p, g = np.divmod(pair, n_gt)
-        inter = inter.astype(np.float64)
-        pred_area = np.bincount(p, inter, n_pred)
-        on_void = gt_void[g]
-        pred_void = np.bincount(p[on_void], inter[on_void], n_pred)
+        (p, g), inter = np.divmod(pair, n_gt), inter.astype(np.float64)
+        pred_area, pred_void = np.bincount(p, inter, n_pred), np.bincount(p[gt_void[g]], inter[gt_void[g]], n_pred)
         both = (p > 0) & (g > 0)
         p, g, inter = p[both], g[both], inter[both]
         same = pred_class[p] == gt_class[g]
@@ -123,18 +115,15 @@ class PanopticQuality:
         pc, gc, ic = p[cand], g[cand], inter[cand]
         iou = ic / (pred_area[pc] + gt_area[gc] - ic - pred_void[pc])
         hit = iou > 0.5
-        pred_matched, gt_matched = np.zeros(n_pred, dtype=bool), np.zeros(n_gt, dtype=bool)
-        pred_matched[pc[hit]], gt_matched[gc[hit]] = True, True
+        pred_matched, gt_matched = np.bincount(pc[hit], minlength=n_pred) > 0, np.bincount(gc[hit], minlength=n_gt) > 0
         excuse = same & gt_excuse[g]
         excused = pred_void + np.bincount(p[excuse], inter[excuse], n_pred)
         fp = ~pred_matched[1:] & ~(excused[1:] / pred_area[1:] > 0.5)
         fn = ~gt_matched[1:] & ~gt_crowd[1:]
         classes = np.concatenate([gt_class[gc[hit]], pred_class[1:][fp], gt_class[1:][fn]])
-        kind = np.repeat([0, 1, 2], [hit.sum(), fp.sum(), fn.sum()])
-        uniq, k = np.unique(classes, return_inverse=True)
-        counts = np.bincount(k * 3 + kind, minlength=3 * len(uniq)).reshape(-1, 3)
-        iou_sum = np.bincount(k[:hit.sum()], iou[hit], len(uniq))
-        for c, row in zip(uniq.tolist(), np.column_stack([counts, iou_sum])):
+        rows = np.eye(4)[np.repeat([0, 1, 2], [hit.sum(), fp.sum(), fn.sum()])]  # tp, fp, fn, IoU per segment
+        rows[:hit.sum(), 3] = iou[hit]
+        for c, row in zip(classes.tolist(), rows):
             self._stats[c] = self._stats.get(c, 0.0) + row
 
     def compute(self):
@@ -142,22 +131,14 @@ class PanopticQuality:
         per_class, groups = {}, {"All": [], "Things": [], "Stuff": []}  # (pq, sq, rq) of counted classes
         for c, info in self.categories.items():
             tp, fp, fn, iou = self._stats.get(c, np.zeros(4)).tolist()
-            tp, fp, fn = int(tp), int(fp), int(fn)
-            if tp + fp + fn == 0:
-                per_class[c] = {"pq": 0.0, "sq": 0.0, "rq": 0.0, "tp": 0, "fp": 0, "fn": 0}
-                continue
             denom = tp + 0.5 * fp + 0.5 * fn
-            pq, sq, rq = iou / denom, (iou / tp if tp else 0.0), tp / denom
-            per_class[c] = {"pq": pq, "sq": sq, "rq": rq, "tp": tp, "fp": fp, "fn": fn}
-            for name in ("All", "Things" if info["isthing"] == 1 else "Stuff"):
+            pq, sq, rq = (iou / denom, iou / tp if tp else 0.0, tp / denom) if denom else (0.0, 0.0, 0.0)
+            per_class[c] = {"pq": pq, "sq": sq, "rq": rq, "tp": int(tp), "fp": int(fp), "fn": int(fn)}
+            for name in ("All", "Things" if info["isthing"] == 1 else "Stuff") if denom else ():
                 groups[name].append((pq, sq, rq))
-        result = {}
-        for name, vals in groups.items():
-            result[name] = {k: sum(v[i] for v in vals) / len(vals) if vals else 0.0
-                            for i, k in enumerate(("pq", "sq", "rq"))}
-            result[name]["n"] = len(vals)
-        result["per_class"] = per_class
-        return result
+        result = {name: {**{k: sum(v[i] for v in vals) / len(vals) if vals else 0.0 for i, k in
+                            enumerate(("pq", "sq", "rq"))}, "n": len(vals)} for name, vals in groups.items()}
+        return {**result, "per_class": per_class}
 
 
 def _load_json(path, name):
@@ -188,48 +169,48 @@ def pq_from_coco_files(gt_json, gt_folder, pred_json, pred_folder):
         if image_id not in pred_anns:
             raise ValueError(f"no prediction for the gt image with image_id {image_id} in {pred_json}; "
                              f"every gt image needs an annotation in the predictions")
-        pred_ann = pred_anns[image_id]
         gt_ids = read_panoptic_png(os.path.join(gt_folder, gt_ann["file_name"]))
-        pred_ids = read_panoptic_png(os.path.join(pred_folder, pred_ann["file_name"]))
+        pred_ids = read_panoptic_png(os.path.join(pred_folder, pred_anns[image_id]["file_name"]))
         if gt_ids.shape != pred_ids.shape:
             raise ValueError(f"image_id {image_id}: prediction PNG is {pred_ids.shape[::-1]} (w, h), "
                              f"gt PNG is {gt_ids.shape[::-1]}; they must have the same size")
-        gt_segms = {s["id"]: s for s in gt_ann["segments_info"]}
-        pred_segms = {s["id"]: s for s in pred_ann["segments_info"]}
-
-        # predictions: the nonzero PNG ids, which must be exactly the listed ids
-        present, pred_inv = np.unique(pred_ids, return_inverse=True)
-        present = present.tolist()
-        extra = sorted(set(present) - set(pred_segms) - {0})
-        missing = sorted(set(pred_segms) - set(present))
-        if extra or missing:
-            raise ValueError(f"image_id {image_id}: prediction segment ids {extra} are in the PNG but not "
-                             f"in segments_info, ids {missing} are in segments_info but not in the PNG")
-        unknown = sorted({s["category_id"] for s in pred_segms.values()} - set(pq.categories))
-        if unknown:
-            raise ValueError(f"image_id {image_id}: predicted category_id {unknown} not in the gt categories")
-        pred_col = {i: k + 1 for k, i in enumerate(pred_segms)}  # every listed id is in the PNG
-        pred_seg = np.array([pred_col.get(i, 0) for i in present])[pred_inv.ravel()]
-        pred_class = np.array([0] + [s["category_id"] for s in pred_segms.values()], dtype=np.int64)
-
-        # gt: column 0 unlisted void, 1..L the listed segments, L + 1 all pixels of unlisted ids
-        listed = list(gt_segms)
-        col = {i: k + 1 for k, i in enumerate(listed)}
-        gt_present, gt_inv = np.unique(gt_ids, return_inverse=True)
-        to_col = np.array([col.get(i, 0 if i == 0 else len(listed) + 1) for i in gt_present.tolist()])
-        gt_seg = to_col[gt_inv.ravel()]
-        png_area = np.bincount(gt_seg, minlength=len(listed) + 2)
-        gt_class = np.array([0] + [gt_segms[i]["category_id"] for i in listed] + [0], dtype=np.int64)
-        gt_area = np.array([0] + [gt_segms[i].get("area", png_area[col[i]]) for i in listed] + [0],
-                           dtype=np.float64)
-        gt_crowd = np.array([False] + [gt_segms[i].get("iscrowd", 0) == 1 for i in listed] + [True])
-        last_crowd = {gt_segms[i]["category_id"]: col[i] for i in listed if gt_crowd[col[i]]}
-        gt_excuse = np.zeros(len(listed) + 2, dtype=bool)
-        gt_excuse[list(last_crowd.values())] = True
-        gt_void = np.arange(len(listed) + 2) == col.get(0, 0)
-        gt_void[0] = True
-        pq._count(pred_seg, gt_seg, pred_class, gt_class, gt_area, gt_crowd, gt_excuse, gt_void)
+        pq._count(*_coco_image(image_id, gt_ids, gt_ann["segments_info"], pred_ids,
+                               pred_anns[image_id]["segments_info"], pq.categories))
     return pq.compute()
+
+
+def _coco_image(image_id, gt_ids, gt_info, pred_ids, pred_info, categories):
+    """The arguments of PanopticQuality._count for one image: PNG ids int64[H, W], segments_info lists.
+    Gt segment columns: 0 unlisted void, 1..L the listed segments, L + 1 all pixels of unlisted ids."""
+    gt_segms, pred_segms = {s["id"]: s for s in gt_info}, {s["id"]: s for s in pred_info}
+    pred_seg, present = _columns(pred_ids, pred_segms, 0)
+    extra, missing = sorted(set(present) - set(pred_segms) - {0}), sorted(set(pred_segms) - set(present))
+    if extra or missing:
+        raise ValueError(f"image_id {image_id}: prediction segment ids {extra} are in the PNG but not "
+                         f"in segments_info, ids {missing} are in segments_info but not in the PNG")
+    unknown = sorted({s["category_id"] for s in pred_segms.values()} - set(categories))
+    if unknown:
+        raise ValueError(f"image_id {image_id}: predicted category_id {unknown} not in the gt categories")
+    pred_class = np.array([0] + [s["category_id"] for s in pred_segms.values()], dtype=np.int64)
+    segs, n = list(gt_segms.values()), len(gt_segms) + 2
+    gt_seg, _ = _columns(gt_ids, gt_segms, n - 1)
+    png_area = np.bincount(gt_seg, minlength=n)
+    gt_class = np.array([0] + [s["category_id"] for s in segs] + [0], dtype=np.int64)
+    gt_area = np.array([0] + [s.get("area", png_area[k]) for k, s in enumerate(segs, 1)] + [0], dtype=np.float64)
+    gt_crowd = np.array([False] + [s.get("iscrowd", 0) == 1 for s in segs] + [True])
+    gt_excuse = np.zeros(n, dtype=bool)  # the last crowd segment of each category
+    gt_excuse[list({s["category_id"]: k for k, s in enumerate(segs, 1) if gt_crowd[k]}.values())] = True
+    gt_void = np.isin(np.arange(n), [0, list(gt_segms).index(0) + 1 if 0 in gt_segms else 0])
+    return pred_seg, gt_seg, pred_class, gt_class, gt_area, gt_crowd, gt_excuse, gt_void
+
+
+def _columns(ids, listed, unlisted):
+    """(segment column per pixel int64[H*W], the ids present) of PNG ids int64[H, W]: k for the k-th
+    id of listed (from 1), 0 for the void id 0 when unlisted, `unlisted` for any other id."""
+    present, inv = np.unique(ids, return_inverse=True)
+    col = {i: k for k, i in enumerate(listed, 1)}
+    present = present.tolist()
+    return np.array([col.get(i, unlisted if i else 0) for i in present], dtype=np.int64)[inv.ravel()], present
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,8 +221,7 @@ def _id_frames(frames, name):
     out = []
     for t, f in enumerate(frames):
         f = _as_array(f, f"{name}[{t}]")
-        if f.ndim == 3 and f.shape[-1] == 2:
-            f = f[..., 1]
+        f = f[..., 1] if f.ndim == 3 and f.shape[-1] == 2 else f
         if f.ndim != 2 or f.size == 0:
             raise ValueError(f"{name}[{t}] must be an [H, W] id map or an [H, W, 2] mask, got shape {f.shape}")
         out.append(f)
@@ -257,8 +237,7 @@ def _check_video(pred_frames, gt_frames):
     for t, (p, g) in enumerate(zip(pred, gt)):
         if p.shape != g.shape:
             raise ValueError(f"frame {t}: pred shape {p.shape}, gt shape {g.shape}; they must match")
-    gt_ids = np.unique(np.concatenate([g.ravel() for g in gt]))
-    gt_ids = gt_ids[gt_ids > 0]
+    gt_ids = np.setdiff1d(np.concatenate([g.ravel() for g in gt]), [0])
     if len(gt_ids) == 0:
         raise ValueError("gt_frames hold no object (every identity is 0, background)")
     return pred, gt, gt_ids
@@ -290,10 +269,7 @@ def _dilate(b, r):
     out = np.zeros_like(b)
     for dy in range(-min(r, h - 1), min(r, h - 1) + 1):
         d = runs[min(math.isqrt(r * r - dy * dy), len(runs) - 1)]
-        if dy >= 0:
-            out[dy:] |= d[:h - dy]
-        else:
-            out[:dy] |= d[-dy:]
+        out[max(dy, 0):h + min(dy, 0)] |= d[max(-dy, 0):h - max(dy, 0)]  # out[y] |= d[y - dy]
     return out
 
 
@@ -313,12 +289,10 @@ def _frame_scores(pred, gt, gt_ids, n_prop, bound_th):
     area_g = np.bincount(gcol.ravel(), minlength=len(gt_ids) + 1)[None, 1:]
     union = area_p + area_g - inter
     J = np.where(union == 0, 1.0, inter / np.maximum(union, 1))
-
     gt_b = np.stack([_seg2bmap(gt == i) for i in gt_ids])
     gt_d = np.stack([_dilate(b, r) for b in gt_b])
     n_gt = gt_b.sum((1, 2))
-    fg_match = np.zeros((n_prop, len(gt_ids)))
-    gt_match = np.zeros((n_prop, len(gt_ids)))
+    fg_match, gt_match = np.zeros((n_prop, len(gt_ids))), np.zeros((n_prop, len(gt_ids)))
     n_fg = np.zeros((n_prop, 1))
     for k in np.unique(pred[pred > 0]).tolist():
         b = _seg2bmap(pred == k)
@@ -346,20 +320,17 @@ def _assign(score):
     for i in range(1, n + 1):
         row_of[0], j0 = i, 0
         minv, prev, used = np.full(m + 1, np.inf), np.zeros(m + 1, dtype=np.int64), np.zeros(m + 1, bool)
-        while True:  # grow a tree of tight edges from row i until it reaches a free column
+        while row_of[j0]:  # grow a tree of tight edges from row i until it reaches a free column
             used[j0] = True
             reduced = cost[row_of[j0] - 1] - u[row_of[j0]] - v[1:]
             better = ~used[1:] & (reduced < minv[1:])
             minv[1:][better], prev[1:][better] = reduced[better], j0
             free = np.where(used[1:], np.inf, minv[1:])
-            j1 = int(np.argmin(free)) + 1
-            delta = free[j1 - 1]
+            j0 = int(np.argmin(free)) + 1
+            delta = free[j0 - 1]
             u[row_of[used]] += delta
             v[used] -= delta
             minv[~used] -= delta
-            j0 = j1
-            if row_of[j0] == 0:
-                break
         while j0:  # flip the path back to the root
             row_of[j0] = row_of[prev[j0]]
             j0 = prev[j0]
@@ -374,12 +345,11 @@ def j_and_f(pred_frames, gt_frames, bound_th=0.008):
     pred_frames, gt_frames: T frames each, [H, W] object-id maps or [H, W, 2] masks (identity
     channel), 0 = background. Gt objects: the nonzero ids present in some frame (the DAVIS tool
     takes ids 1..max of the first frame, its annotations numbering objects so; here a thing that
-    enters later counts too). Proposals: pred
-    ids 1..max(largest pred id, number of gt objects), absent ids as empty masks (as DAVIS reads
-    a result PNG). J = IoU per frame (1 when both are empty); F = boundary F-measure (DAVIS
-    seg2bmap boundaries, matched within a disk of radius ceil(bound_th * diagonal), or bound_th
-    pixels when bound_th >= 1). Each gt object gets the distinct proposal that maximises the
-    total mean (J + F) / 2 (Hungarian).
+    enters later counts too). Proposals: pred ids 1..max(largest pred id, number of gt objects),
+    absent ids as empty masks (as DAVIS reads a result PNG). J = IoU per frame (1 when both are
+    empty); F = boundary F-measure (DAVIS seg2bmap boundaries, matched within a disk of radius
+    ceil(bound_th * diagonal), or bound_th pixels when bound_th >= 1). Each gt object gets the
+    distinct proposal that maximises the total mean (J + F) / 2 (Hungarian).
     Returns {"J": {"mean", "recall"}, "F": {"mean", "recall"}, "J&F", "per_object": {gt id:
     {"pred_id" (0: an empty proposal), "J": {"mean", "recall"}, "F": {...}}}}; recall = fraction
     of frames scoring > 0.5; the means and recalls average over gt objects (over a data set,
@@ -391,8 +361,8 @@ def j_and_f(pred_frames, gt_frames, bound_th=0.008):
         raise ValueError(f"pred ids go up to {max_pred}; DAVIS scores every id 1..max as a proposal, "
                          f"renumber the predicted objects to 1..K (K <= 1024)")
     n_prop = max(max_pred, len(gt_ids))
-    J, F = zip(*(_frame_scores(p, g, gt_ids, n_prop, bound_th) for p, g in zip(pred, gt)))
-    J, F = np.stack(J), np.stack(F)  # [T, n_prop, G]
+    # J, F: [T, n_prop, G]
+    J, F = map(np.stack, zip(*(_frame_scores(p, g, gt_ids, n_prop, bound_th) for p, g in zip(pred, gt))))
     cols = _assign(((J.mean(0) + F.mean(0)) / 2).T)
     present = set(np.unique(np.concatenate([p.ravel() for p in pred])).tolist())
     per_object = {}
@@ -403,9 +373,7 @@ def j_and_f(pred_frames, gt_frames, bound_th=0.008):
             "F": {"mean": float(F[:, k, g].mean()), "recall": float((F[:, k, g] > 0.5).mean())}}
     out = {m: {s: float(np.mean([o[m][s] for o in per_object.values()])) for s in ("mean", "recall")}
            for m in ("J", "F")}
-    out["J&F"] = (out["J"]["mean"] + out["F"]["mean"]) / 2
-    out["per_object"] = per_object
-    return out
+    return {**out, "J&F": (out["J"]["mean"] + out["F"]["mean"]) / 2, "per_object": per_object}
 
 
 def identity_consistency(pred_frames, gt_frames):
@@ -417,8 +385,7 @@ def identity_consistency(pred_frames, gt_frames):
     in any frame (one identity on two things tracks neither). Returns (consistent gt ids) / (gt ids).
     """
     pred, gt, gt_ids = _check_video(pred_frames, gt_frames)
-    follower = {}  # gt id -> the pred id holding its majority so far, or -1 once broken
-    holds = {}  # pred id -> the gt ids whose majority it held in some frame
+    follower, holds = {}, {}  # gt id -> pred id holding its majority so far (-1 once broken); pred id -> gt ids
     for p, g in zip(pred, gt):
         obj = g > 0
         pairs, count = np.unique(np.stack([g[obj], p[obj]]), axis=1, return_counts=True)
