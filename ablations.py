@@ -23,8 +23,11 @@ import textwrap
 import torch
 
 import train
-from cli import Parser, make_dir, number_list
-from diffusion import load_model, tiny_config
+from checkpoint import load_model
+from cli import Parser, at_least, make_dir, number_list
+from data import ShapesDataset
+from diffusion import tiny_config
+from evaluate import pq_on_dataset, pq_row, sweep_settings
 
 # The paper's PQ on MS-COCO val (Sec. 4.3: 100 epochs, batch 128, 512 px images, 256 px masks).
 PAPER = {"scale": {0.03: 40.8, 0.1: 43.9, 0.3: 38.7, 1.0: 21.3},
@@ -104,20 +107,17 @@ def sampling_ablation(args, done):
     else:
         ckpt, git = args.ckpt, args.git
     model = load_model(ckpt)[0]
-    targs = train.get_args(["--eval-images", str(args.eval_images), "--seed", str(args.seed)])
-    _, val_set, categories = train.make_datasets(targs, model.cfg)
+    cfg = model.cfg  # train.py's held-out images and eval
+    val_set = ShapesDataset("val", size=args.eval_images, seed=args.seed, image_size=cfg.image_size,
+                            mask_size=cfg.mask_size, permute=False)
+    results = {}
+    for _, steps, td, _ in sweep_settings(args.sweep_steps, args.sweep_td, args.steps, args.td):
+        print(f"sampling: steps {steps}, td {td:g}", flush=True)
+        torch.manual_seed(args.seed)
+        results[steps, td] = pq_row(pq_on_dataset(model, val_set, ShapesDataset.categories, steps, td))
     sweeps = [("steps", s, args.td) for s in args.sweep_steps] + [("td", args.steps, td) for td in args.sweep_td]
-    rows, cache = [], {}
-    for sweep, steps, td in sweeps:
-        if (steps, td) not in cache:  # the two sweeps share the (--steps, --td) setting
-            print(f"sampling: steps {steps}, td {td:g}", flush=True)
-            torch.manual_seed(args.seed)
-            cache[steps, td] = train.evaluate(model, val_set, categories, steps, td, targs.min_pixels)
-        res = cache[steps, td]
-        rows.append({"sweep": sweep, "setting": steps if sweep == "steps" else td, "steps": steps, "td": td,
-                     "pq": res["All"]["pq"], "pq_things": res["Things"]["pq"], "pq_stuff": res["Stuff"]["pq"],
-                     "paper_pq": None, "run": ckpt, "git": git})
-    return rows
+    return [{"sweep": sweep, "setting": steps if sweep == "steps" else td, "steps": steps, "td": td,
+             **results[steps, td], "paper_pq": None, "run": ckpt, "git": git} for sweep, steps, td in sweeps]
 
 
 def table(ablation, rows):
@@ -178,27 +178,27 @@ def get_args(argv=None):
     ap.add_argument("ablation", choices=ABLATIONS + ("all",))
     ap.add_argument("--values", default=None,
                     help="comma-separated subset of the settings of scale, loss or p (default: the paper's)")
-    ap.add_argument("--sweep-steps", type=number_list(int), default=SAMPLING["steps"], help="sampling: steps at --td")
-    ap.add_argument("--sweep-td", type=number_list(float), default=SAMPLING["td"], help="sampling: td at --steps")
+    ap.add_argument("--sweep-steps", type=number_list(int), default=SAMPLING["steps"],
+                    help="sampling: steps at --td (%(default)s)")
+    ap.add_argument("--sweep-td", type=number_list(float), default=SAMPLING["td"],
+                    help="sampling: td at --steps (%(default)s)")
     ap.add_argument("--ckpt", default=None, help="sampling: sweep this checkpoint instead of training the default run")
     ap.add_argument("--train-steps", type=int, default=150, help="training steps of each run (%(default)s)")
-    ap.add_argument("--warmup", type=int, default=20, help="linear warm-up steps of the lr (train.py's default, 100, "
-                    "is for its 900 steps)")
+    ap.add_argument("--warmup", type=int, default=20, help="linear warm-up steps of the lr of each run (%(default)s)")
     ap.add_argument("--batch-size", type=int, default=16, help="batch of each run (%(default)s)")
     ap.add_argument("--eval-images", type=int, default=100, help="held-out images of each eval (%(default)s)")
-    ap.add_argument("--steps", type=int, default=20, help="sampling steps of every eval (Fig. 6b's fixed steps)")
-    ap.add_argument("--td", type=float, default=2.0, help="td of every eval (Fig. 6a's fixed td)")
+    ap.add_argument("--steps", type=int, default=20, help="sampling steps of every eval (Fig. 6b's fixed steps) "
+                    "(%(default)s)")
+    ap.add_argument("--td", type=float, default=2.0, help="td of every eval (Fig. 6a's fixed td) (%(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the data, the weights and the noise (%(default)s)")
     ap.add_argument("--out", default=os.path.join("runs", "ablations"), help="folder of the runs and tables (%(default)s)")
     ap.add_argument("--reuse", action="store_true", help="keep runs whose log.jsonl already ends with an eval line")
     args = ap.parse_args(argv)
-    for flag in ("train_steps", "batch_size", "eval_images", "steps"):
-        if getattr(args, flag) < 1:
-            ap.error(f"--{flag.replace('_', '-')} must be >= 1")
-    if args.warmup < 0:
-        ap.error("--warmup must be >= 0")
-    if args.td < 0 or min(args.sweep_td, default=0) < 0 or min(args.sweep_steps, default=1) < 1:
-        ap.error("--td and --sweep-td must be >= 0, --sweep-steps >= 1")
+    if args.ckpt is not None and args.ablation not in ("sampling", "all"):
+        ap.error(f"--ckpt {args.ckpt}: only the sampling ablation sweeps a checkpoint; {args.ablation} trains its "
+                 f"own runs (drop --ckpt, or run `ablations.py sampling --ckpt {args.ckpt}`)")
+    at_least(ap, args, 1, "train_steps", "batch_size", "eval_images", "steps", "sweep_steps")
+    at_least(ap, args, 0, "warmup", "td", "sweep_td")
     if args.values is not None:
         if args.ablation not in ("scale", "loss", "p"):
             ap.error(f"--values picks settings of scale, loss or p, not of {args.ablation}")

@@ -10,9 +10,24 @@ import torch
 import kernels
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help shows each flag's default (none for flags off by default or without one), and the
+    description's lines as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (its default prints the usage too), and every float flag
     finite: nan or inf would otherwise run to the end and give a NaN model or empty masks."""
+
+    def __init__(self, *args, **kw):
+        kw.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kw)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -42,8 +57,32 @@ def number_list(kind):
     return parse
 
 
+def at_least(ap, args, low, *flags):
+    """ap.error naming the first flag (attribute names, e.g. "batch_size") whose value, or any
+    value of its list, is below low; flags left at None are not checked."""
+    for flag in flags:
+        value = getattr(args, flag)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None and v < low:
+                ap.error(f"--{flag.replace('_', '-')} must be >= {low:g}, got {v:g}")
+
+
+def plural(n, word):
+    """'1 segment', '3 segments'."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def add_device_flags(ap):
+    """--device and --kernels, with one meaning in every script."""
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--kernels", choices=["auto", "on", "off"], default="auto",
+                    help="the Triton kernels (kernels/): auto = on CUDA tensors when Triton is installed, "
+                    "on = always (on the CPU through Triton's interpreter), off = the PyTorch references")
+
+
 def check_device(ap, device, kernels_flag="auto"):
-    """ap.error unless --device names a usable cpu or cuda device (and --kernels on can run)."""
+    """ap.error unless --device names a usable cpu or cuda device and --kernels can run; then
+    sets PIX2SEQD_KERNELS for --kernels on/off (kernels.enabled reads it)."""
     try:
         kind = torch.device(device).type
     except (RuntimeError, ValueError):
@@ -57,6 +96,8 @@ def check_device(ap, device, kernels_flag="auto"):
     if kernels_flag == "on" and kind == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         ap.error("--kernels on with --device cpu runs the Triton kernels in Triton's interpreter (slow, for "
                  "tests): start with TRITON_INTERPRET=1 in the environment, or use --device cuda")
+    if kernels_flag != "auto":
+        os.environ["PIX2SEQD_KERNELS"] = "1" if kernels_flag == "on" else "0"
 
 
 def make_dir(prog, path, flag="--out"):

@@ -4,7 +4,7 @@ segment ids, id = R + 256 G + 256^2 B, 0 = void.
 
 Reading: CocoPanoptic serves (image, mask) pairs from the files as COCO distributes them, with
 the scale jitter of App. B; read_coco_panoptic checks the JSON against its folders. Writing:
-write_mask_png turns a SPEC mask (class, identity) into a PNG and its segments_info, for
+write_mask_png turns a mask of (class, identity) pairs into a PNG and its segments_info, for
 predictions (sample.py, video.py) and for write_coco_panoptic, which exports any data set.
 pycocotools has no panoptic reader, so the JSON is read with json and the PNGs with pillow.
 """
@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data import color_jitter, permute_identities
+from identities import permute_identities
+from images import color_jitter, paste_back, scaled_size
 
 
 def write_panoptic_png(ids, path):
@@ -165,7 +166,7 @@ class CocoPanoptic(torch.utils.data.Dataset):
     and padded with zeros at the bottom and right (void in the mask); with flip, image and mask
     are mirrored with probability 1/2. The image is resized bilinearly (antialiased); each mask
     pixel takes the PNG's id at its centre (nearest neighbour) over the same window. color > 0:
-    data.color_jitter of that strength on the image's part (official: 1 at low resolution).
+    images.color_jitter of that strength on the image's part (official: 1 at low resolution).
     Random draws use torch's global RNG (train.py seeds it per draw). For scoring at the original
     resolution: records[i] (image_id, file names, height, width), json_path, png_dir and
     paste_back(); categories maps class -> {"name", "isthing", "id" (COCO category id)}.
@@ -192,8 +193,7 @@ class CocoPanoptic(torch.utils.data.Dataset):
         crop's corner in it; "valid": (vh, vw), the image's part of the S x S crop, the rest being
         padding}. The defaults give the geometry without jitter (val)."""
         r, S = self.records[i], self.image_size
-        f = scale * S / max(r["height"], r["width"])
-        sh, sw = max(1, round(r["height"] * f)), max(1, round(r["width"] * f))
+        sh, sw = scaled_size(r["height"], r["width"], S, scale)
         return {"scaled": (sh, sw), "offset": offset, "valid": (min(S, sh - offset[0]), min(S, sw - offset[1]))}
 
     def load(self, i):
@@ -259,13 +259,9 @@ class CocoPanoptic(torch.utils.data.Dataset):
 
     def paste_back(self, mask, i):
         """A mask of item i in the geometry without jitter or flip (long[m, m, 2]) at the original
-        size, long[H, W, 2]: each pixel takes the mask pixel its centre falls in (nearest)."""
+        size, long[H, W, 2] (images.paste_back)."""
         r = self.records[i]
-        sh, sw = self.window(i)["scaled"]
-        step = self.image_size / self.mask_size
-        rows = np.minimum(((np.arange(r["height"]) + 0.5) * sh / r["height"] / step).astype(np.int64), self.mask_size - 1)
-        cols = np.minimum(((np.arange(r["width"]) + 0.5) * sw / r["width"] / step).astype(np.int64), self.mask_size - 1)
-        return mask[torch.from_numpy(rows)[:, None], torch.from_numpy(cols)[None, :]]
+        return paste_back(mask, (r["height"], r["width"]), self.window(i)["scaled"], self.image_size)
 
 
 def write_coco_panoptic(examples, out_dir, split, categories, image_format="jpg"):

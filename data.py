@@ -1,8 +1,8 @@
-"""Data: the built-in synthetic panoptic data set (images and videos) and batching.
+"""Data: the built-in synthetic panoptic data set (images and videos).
 
-A panoptic mask is long[H, W, 2] (SPEC): channel 0 the class (0 void, 1..C), channel 1 the
+A panoptic mask is long[H, W, 2] (Sec. 2): channel 0 the class (0 void, 1..C), channel 1 the
 identity of the segment, for stuff and things alike. Identities are a fresh random permutation
-of 1..N on every draw (SPEC, the official code; Sec. 2 speaks of random integers in [0, K]: instance
+of 1..N on every draw (the official code; Sec. 2 speaks of random integers in [0, K]: instance
 ids are arbitrary, so the model must not learn them).
 
 Synthetic shapes: two textured "stuff" classes (sky above a wavy horizon, striped ground below)
@@ -12,11 +12,12 @@ masks long[mask_size, mask_size, 2] (by default S/2).
 Everything is a pure function of (seed, split, index), so a data set is reproducible.
 Real data, COCO panoptic as distributed, is coco.py.
 """
-import functools
 import math
 
 import numpy as np
 import torch
+
+from identities import permute_identities
 
 SHAPES_CATEGORIES = {
     1: {"name": "sky", "isthing": 0},
@@ -115,13 +116,6 @@ def to_mask(seg, classes, mask_size, min_pixels):
     for k, c in classes.items():
         cls[k] = c
     return np.stack([cls[small], ident[small]], -1), tiny
-
-
-def permute_identities(mask, generator=None):
-    """A fresh random permutation of the identities 1..N of one mask (long[h, w, 2], torch)."""
-    n = int(mask[..., 1].max())
-    perm = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.randperm(n, generator=generator)])
-    return torch.stack([mask[..., 0], perm[mask[..., 1]]], -1)
 
 
 def shapes_example(index, split="train", seed=0, image_size=64, mask_size=32, max_things=4, min_pixels=6):
@@ -231,7 +225,7 @@ class ShapesVideoDataset(torch.utils.data.Dataset):
     video model on frame t given the masks of t-n_past .. t-1. Item i: (frames float[window, 3,
     S, S], masks long[window, h, w, 2], keep bool[n_past]); the window starts at frame i %
     max_start of clip i; identities are permuted once per window; keep[j] is False with
-    probability drop (the past mask j is to be zeroed, SPEC: 0.1). Draws use torch's global RNG."""
+    probability drop (the past mask j is to be zeroed; official: 0.1). Draws use torch's global RNG."""
 
     categories = SHAPES_CATEGORIES
 
@@ -248,126 +242,3 @@ class ShapesVideoDataset(torch.utils.data.Dataset):
                                      self.image_size, self.mask_size)
         keep = torch.rand(self.n_past) >= self.drop
         return frames, (permute_identities(masks) if self.permute else masks), keep
-
-
-# ---------------------------------------------------------------------------------------------
-# Batching: every random draw of training is a pure function of (seed, step, position in the
-# global batch), so --resume needs no RNG state and N processes (torchrun) compute what one does.
-
-def draw_seeds(seed, step, position):
-    """Two 64-bit seeds for the example at a position of a step's global batch: its data draw, its noise."""
-    return np.random.SeedSequence([seed, step, position]).generate_state(2, np.uint64).tolist()
-
-
-@functools.lru_cache(maxsize=2)
-def epoch_order(n, seed, epoch):
-    """The data set's order in an epoch: a fresh permutation per epoch, as DistributedSampler's."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
-
-
-def step_draws(n, step, batch_size, seed, rank=0, world=1):
-    """This process's share of the global batch of a step: [(index, draw seed)] for the positions
-    rank, rank + world, ... (DistributedSampler's split). The batches walk through the epochs'
-    orders back to back, so a step's batch is a pure function of (seed, step): unlike
-    DistributedSampler, whose state is the epoch, this starts exactly at any step (--resume)."""
-    draws = []
-    for p in range(rank, batch_size, world):
-        epoch, k = divmod(step * batch_size + p, n)
-        draws.append((epoch_order(n, seed, epoch)[k], draw_seeds(seed, step, p)[0]))
-    return draws
-
-
-class Draws(torch.utils.data.Dataset):
-    """draws[(i, s)] = dataset[i] drawn with torch's CPU RNG seeded with s (in whichever process)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, draw):
-        torch.default_generator.manual_seed(draw[1])
-        return self.dataset[draw[0]]
-
-
-class StepBatches(torch.utils.data.Sampler):
-    """DataLoader batch sampler: step_draws of the steps start..stop-1."""
-
-    def __init__(self, n, start, stop, batch_size, seed, rank=0, world=1):
-        self.n, self.start, self.stop, self.batch_size, self.seed, self.rank, self.world = \
-            n, start, stop, batch_size, seed, rank, world
-
-    def __len__(self):
-        return self.stop - self.start
-
-    def __iter__(self):
-        for step in range(self.start, self.stop):
-            yield step_draws(self.n, step, self.batch_size, self.seed, self.rank, self.world)
-
-
-def batch_at(dataset, step, batch_size, seed, device, rank=0, world=1):
-    """The training batch of a step (this process's share): (images, masks) on device."""
-    draws = Draws(dataset)
-    batch = [draws[d] for d in step_draws(len(dataset), step, batch_size, seed, rank, world)]
-    images, masks = torch.utils.data.default_collate(batch)
-    return images.to(device), masks.to(device)
-
-
-def noise_at(step, batch_size, seed, cfg, device, rank=0, world=1):
-    """Diffusion time t: float[b] and noise eps: float[b, n_bits, h, w] of this process's examples,
-    each drawn from its own generator, so they do not depend on how the batch is split."""
-    t, eps = [], []
-    for p in range(rank, batch_size, world):
-        g = torch.Generator(device).manual_seed(draw_seeds(seed, step, p)[1])
-        t.append(torch.rand(1, generator=g, device=device))
-        eps.append(torch.randn(cfg.n_bits, cfg.mask_size, cfg.mask_size, generator=g, device=device))
-    return torch.cat(t), torch.stack(eps)
-
-
-# ---------------------------------------------------------------------------------------------
-# Augmentation (App. B: "scale jitter ... and colour jitter" at low resolution; the scale jitter
-# is geometry and lives with the COCO reader, coco.CocoPanoptic).
-
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601 weights: the grey value of an RGB pixel
-YIQ = np.array([LUMA, [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)  # luma + two chroma axes
-
-
-def hue_rotate(image, turns):
-    """Shift the hue of image (float[..., 3]) by `turns` of the colour wheel: rotate its chroma (I, Q)
-    about the grey axis (Y) in YIQ space. Y, so the grey value, and grey pixels are unchanged."""
-    a = 2 * math.pi * turns
-    R = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]], np.float32)
-    return image @ (np.linalg.inv(YIQ) @ R @ YIQ).T.astype(np.float32)
-
-
-def color_jitter(image, strength):
-    """SimCLR's colour distortion, as the official panoptic transforms use it (strength 1 at low
-    resolution, 0 when fine-tuning at high resolution). With probability 0.8: brightness, contrast
-    and saturation factors from U[1 - 0.8 s, 1 + 0.8 s] and a hue shift of U[-0.2 s, 0.2 s] turns, in
-    a random order, clipped to [0, 1] after each; then with probability 0.2, grey.
-    image: float[H, W, 3] in [0, 1] -> float32[H, W, 3]; s = 0 returns it unchanged. Draws from
-    torch's global RNG (as CocoPanoptic's other augmentations)."""
-    image = np.asarray(image, np.float32)
-    if strength <= 0:
-        return image
-
-    def factor(spread):
-        return 1 + spread * (2 * torch.rand(()).item() - 1)
-
-    if torch.rand(()).item() < 0.8:
-        for op in torch.randperm(4).tolist():
-            if op == 0:  # brightness
-                image = image * factor(0.8 * strength)
-            elif op == 1:  # contrast: about the mean grey value
-                mean = (image @ LUMA).mean()
-                image = mean + (image - mean) * factor(0.8 * strength)
-            elif op == 2:  # saturation: about each pixel's grey value
-                grey = (image @ LUMA)[..., None]
-                image = grey + (image - grey) * factor(0.8 * strength)
-            else:
-                image = hue_rotate(image, factor(0.2 * strength) - 1)
-            image = np.clip(image, 0, 1)
-    if torch.rand(()).item() < 0.2:
-        image = np.repeat((image @ LUMA)[..., None], 3, -1)
-    return image.astype(np.float32)

@@ -2,12 +2,9 @@
 
 corrupt()    Eq. 1: m_crpt = sqrt(gamma(t)) m_bits + sqrt(1 - gamma(t)) eps
 ddim_step()  App. A Alg. 4: clip x0 to [-b, b], recover eps, step to t_next
-match_identities()  inpainting: the renaming of known identities that agrees best with a prediction
 Pix2SeqD     the encoder (run once per image) and the mask decoder (iterated);
              train_loss is Alg. 1, infer is Alg. 2 (with majority-vote post-processing).
 """
-import os
-import pickle
 from dataclasses import asdict, dataclass
 
 import torch
@@ -17,6 +14,7 @@ import kernels
 from bits import analog_to_mask, check_mask, mask_to_analog
 from decoder import MaskDecoder
 from encoder import ImageEncoder
+from identities import majority_vote, match_identities, rename
 from losses import expected_bits, l2_loss, size_weights, softmax_ce
 from schedule import gamma, time_pairs
 
@@ -58,75 +56,6 @@ def ce_and_m_pred(m_logits, target, weights, scale):
         return weighted_softmax_ce(m_logits, target, weights, scale)
     loss = softmax_ce(m_logits, target, weights) if target is not None else None
     return loss, expected_bits(m_logits, scale)
-
-
-def majority_vote(mask, n_classes, min_pixels=0):
-    """Post-processing of the official code. mask: long[B, h, w, 2] -> long[B, h, w, 2].
-
-    Classes above n_classes are clamped to it; every identity takes the class most of its pixels
-    carry; identities with fewer than min_pixels pixels, identity 0, and identities whose
-    majority class is void (0) become void (0, 0)."""
-    B, n = mask.shape[0], mask.shape[1] * mask.shape[2]
-    cls, ids = mask[..., 0].clamp(0, n_classes).reshape(B, n), mask[..., 1].reshape(B, n)
-    n_ids = int(ids.max()) + 1 if ids.numel() else 1
-    C = n_classes + 1
-    key = (torch.arange(B, device=mask.device)[:, None] * n_ids + ids) * C + cls
-    votes = torch.bincount(key.reshape(-1), minlength=B * n_ids * C).view(B, n_ids, C)
-    winner, size = votes.argmax(-1), votes.sum(-1)  # [B, n_ids]
-    winner[(size < min_pixels) | (winner == 0)] = 0
-    winner[:, 0] = 0
-    new_cls = torch.gather(winner, 1, ids)
-    out = torch.stack([new_cls, torch.where(new_cls > 0, ids, 0)], -1)
-    return out.view(mask.shape)
-
-
-def match_identities(pred_ids, known_ids, region, first):
-    """Inpainting: a renaming of identities, known -> the prediction's, that agrees best with pred.
-
-    pred_ids, known_ids: long[B, h, w] in 0..K-1; region: bool[B, h, w] (the known pixels);
-    first: long[B, K], known identity k's first known pixel in raster order (h*w if none).
-    Returns pi long[B, K], a permutation of 0..K-1 with pi[:, 0] = 0. Greedy: the (pred, known)
-    pair sharing the most known pixels is matched first (ties: the known segment that starts
-    first, then the smaller pred id, so that the result does not depend on the known names);
-    unmatched known segments take, in order of their first pixel, the pred ids that pred does
-    not use, so that they do not merge with a segment pred did not put there."""
-    B, K = pred_ids.shape[0], first.shape[1]
-    dev = pred_ids.device
-    rows = torch.arange(B, device=dev)
-    r = region & (pred_ids > 0) & (known_ids > 0)
-    key = (rows.view(-1, 1, 1) * K + pred_ids) * K + known_ids
-    count = torch.bincount(key[r], minlength=B * K * K).view(B, K, K)
-    count[:, 0], count[:, :, 0] = 0, 0
-    rank = first.argsort(dim=1, stable=True).argsort(1)  # known id -> its place in order of first pixel
-    ids = torch.arange(K, device=dev)
-    score = (count * K + (K - 1 - rank)[:, None, :]) * K + (K - 1 - ids)[None, :, None]
-    score[count == 0] = -1
-    pi = torch.full((B, K), -1, dtype=torch.long, device=dev)
-    pi[:, 0] = 0
-    for _ in range(K - 1):
-        best, at = score.flatten(1).max(1)
-        ok = best >= 0
-        if not ok.any():
-            break
-        a, k = (at // K)[ok], (at % K)[ok]
-        pi[rows[ok], k] = a
-        score[rows[ok], a, :] = -1
-        score[rows[ok], :, k] = -1
-    in_pred = torch.zeros(B, K, dtype=torch.bool, device=dev)
-    in_pred[rows.view(-1, 1), pred_ids.flatten(1)] = True
-    used = torch.zeros(B, K, dtype=torch.bool, device=dev)
-    used.scatter_(1, pi.clamp(min=0), True)
-    known_order = ((pi >= 0).long() * K + rank).argsort(dim=1, stable=True)  # unmatched first
-    pred_order = (used.long() * 2 * K + in_pred.long() * K + ids).argsort(dim=1, stable=True)  # unused first
-    fill = pi.gather(1, known_order) < 0  # as many as unused pred ids, both at the front
-    pi[rows.view(-1, 1).expand(B, K)[fill], known_order[fill]] = pred_order[fill]
-    return pi
-
-
-def rename(mask, pi):
-    """mask: long[B, h, w, 2] with its identities replaced by pi[b, identity] (pi: long[B, K])."""
-    ids = pi.gather(1, mask[..., 1].flatten(1)).view(mask.shape[:-1])
-    return torch.stack([mask[..., 0], ids], -1)
 
 
 @dataclass
@@ -254,6 +183,21 @@ class Pix2SeqD(nn.Module):
             return None, out
         return out, ce_and_m_pred(out, None, None, self.cfg.scale)[1]
 
+    def past_bits(self, prev, keep=None):
+        """The decoder's past input. prev: long[B, n_past, h, w, 2], oldest first (t-2, t-1);
+        keep: bool[B, n_past] or None (all kept) -> float[B, n_past * n_bits, h, w]: clean analog
+        bits of each past mask, zeros where it is absent or dropped (the official code).
+
+        Departure: the bits are divided by b (so +-1), as decoder_out divides m_t by its standard
+        deviation (clean bits have std b). At +-0.1 the past was 10x weaker than the decoder's other
+        inputs, and a 300-step fine-tune learnt to copy only half of the things' identities from it
+        (given gt past masks, 52%; teacher-forced identity accuracy)."""
+        B, n, h, w, _ = prev.shape
+        m = self.to_bits(prev.reshape(B * n, h, w, 2)).view(B, n * self.cfg.n_bits, h, w) / self.cfg.scale
+        if keep is None:
+            return m
+        return m * keep.to(m.dtype).repeat_interleave(self.cfg.n_bits, 1)[..., None, None]
+
     def to_bits(self, masks, check=True):
         """masks: long[B, h, w, 2] -> m_bits float[B, n_bits, h, w] (the fused kernel on CUDA)."""
         c = self.cfg
@@ -287,8 +231,10 @@ class Pix2SeqD(nn.Module):
 
     @torch.no_grad()
     def infer(self, images, steps=20, td=2.0, min_pixels=0, past=None, known=None, known_region=None,
-              trajectory=False):
-        """Alg. 2. images: float[B, 3, H, W] -> long[B, h, w, 2] (after majority vote).
+              trajectory=False, vote=True):
+        """Alg. 2. images: float[B, 3, H, W] -> long[B, h, w, 2], majority-voted at mask size
+        (identities.majority_vote with min_pixels), or with vote=False the decoded bits as they are,
+        for a caller that votes once at the size it scores or writes (the image's own size).
 
         known/known_region: inpainting (LDMSeg Sec. 3.3 adapted to analog bits): known: long[B, h,
         w, 2], known_region: bool[B, h, w]; at each step the known pixels of m_t are replaced by the
@@ -337,40 +283,17 @@ class Pix2SeqD(nn.Module):
             if trajectory:
                 path.append(masks)
         if known is None:
-            masks = self.decode_bits(m_pred, min_pixels)
+            masks = self.decode_bits(m_pred, min_pixels, vote)
         else:
             masks = torch.where(region[..., None], known, masks)
         return (masks, path) if trajectory else masks
 
-    def decode_bits(self, m_pred, min_pixels=0):
-        """Analog bits -> mask (threshold at 0), then majority vote."""
+    def decode_bits(self, m_pred, min_pixels=0, vote=True):
+        """Analog bits -> mask (threshold at 0), then (vote) majority vote."""
         c = self.cfg
         if kernels.enabled(m_pred):
             from kernels.bits import analog_to_mask as analog_to_mask_kernel
             mask = analog_to_mask_kernel(m_pred, c.n_class_bits, c.n_identity_bits)
         else:
             mask = analog_to_mask(m_pred, c.n_class_bits, c.n_identity_bits)
-        return majority_vote(mask, c.n_classes, min_pixels)
-
-
-def load_model(path, device="cpu"):
-    """A Pix2SeqD with the EMA weights of a checkpoint written by train.py.
-
-    Raises FileNotFoundError for a missing file and ValueError for one that is not a
-    pix2seq-d checkpoint (each with a one-line message a CLI can print)."""
-    if os.path.isdir(path):
-        raise FileNotFoundError(f"checkpoint {path} is a folder; give the .pt file in it (train.py writes "
-                                f"runs/<name>/ckpt.pt)")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} not found: train one with `python train.py` "
-                                f"or give the path of an existing one")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        model = Pix2SeqD(Config.from_dict(ckpt["config"]))
-        model.load_state_dict(ckpt["ema"])
-    except Exception as e:  # any unpickling / key / shape problem means the same thing to a user
-        # (torch's unpickling message suggests weights_only=False: never for an untrusted file)
-        why = "not a torch file of tensors" if isinstance(e, pickle.UnpicklingError) else \
-            f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
-        raise ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why}): re-create it with train.py") from None
-    return model.to(device).eval(), ckpt
+        return majority_vote(mask, c.n_classes, min_pixels) if vote else mask

@@ -10,8 +10,8 @@ Geometry: an image of any size and mode (EXIF orientation applied; see read_imag
 keeping its aspect ratio, so that its longer side is the model's image_size, and padded with
 black at the bottom and right to a square (as coco.CocoPanoptic without jitter). The encoder runs
 once; the decoder runs --steps times (Alg. 2); the mask is decoded, cropped to the image's part,
-resized to the input's size with nearest neighbour and then majority-voted (SPEC), --min-pixels
-counting pixels at that size (the official code's order).
+resized to the input's size with nearest neighbour and then majority-voted, once, --min-pixels
+counting pixels at that size (the official code's order; evaluate.vote_at_image_size).
 
 For an input <stem>.<ext> it writes into --out (inpainting: <stem>_inpaint_*):
   <stem>_panoptic.png    COCO panoptic PNG at the input's size, id = R + 256 G + 256^2 B, 0 = void;
@@ -25,86 +25,26 @@ For an input <stem>.<ext> it writes into --out (inpainting: <stem>_inpaint_*):
 --evaluate writes out/eval/: gt/ (the built-in data as COCO panoptic files), per setting the
 predictions <setting>.json + <setting>/*.png, and results.json with the table it prints.
 """
-import argparse
 import functools
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
+import checkpoint
 import cli
 from cli import Parser, check_device, number_list
-from coco import CocoPanoptic, read_panoptic_png, write_coco_panoptic, write_mask_png, write_panoptic_json
-from data import ShapesDataset
-from diffusion import load_model, majority_vote
+from coco import read_panoptic_png, write_mask_png, write_panoptic_json
+from evaluate import coco_sweep, sweep_settings, sweep_table, vote_at_image_size
 from figures import colours, noise_panels, overlay, save_figure, save_panels
-from metrics import pq_from_coco_files
+from images import paste_back, read_image, to_grid, to_model_input
 from schedule import time_pairs
 
-REPO = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CKPT = os.path.join(REPO, "checkpoints", "shapes-tiny.pt")
 
-
-# ---------------------------------------------------------------------------------------------
-# Images in, masks out
-
-def read_image(path):
-    """Any image file -> PIL RGB with its EXIF orientation applied. 16/32-bit grey is scaled to 8 bits
-    (I;16 by 255/65535; I and F by 255/65535 when above 255, by 255/max above 65535, else as is);
-    transparency is composited on black (the padding's colour); an animated image gives its first
-    frame, with a note. Raises ValueError with a one-line message."""
-    try:
-        with Image.open(path) as im:
-            if getattr(im, "n_frames", 1) > 1:
-                tqdm.write(f"note: {path} has {im.n_frames} frames; this segments the first (`python video.py "
-                           f"{path}` segments them all, each conditioned on the masks predicted before it)", sys.stderr)
-            im = ImageOps.exif_transpose(im)
-            if im.mode.startswith("I") or im.mode == "F":
-                a = np.asarray(im, np.float64)
-                top = max(65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0, a.max())
-                im = Image.fromarray((a / top * 255).round().clip(0, 255).astype(np.uint8))
-            if im.mode in ("P", "PA", "LA", "La", "RGBA", "RGBa") or "transparency" in im.info:
-                im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im.convert("RGBA"))
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file; give the path of an image (PNG, JPEG, ...)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {str(e).splitlines()[0][:150]}); "
-                         f"give a PNG, JPEG or another format Pillow reads") from None
-
-
-def to_model_input(im, S):
-    """PIL RGB (W x H) -> (float[3, S, S] in [0, 1], (vh, vw) the image's part of the square)."""
-    f = S / max(im.size)
-    vw, vh = max(1, round(im.width * f)), max(1, round(im.height * f))
-    x = np.zeros((S, S, 3), np.float32)
-    x[:vh, :vw] = np.asarray(im.resize((vw, vh), Image.BILINEAR), np.float32) / 255
-    return torch.from_numpy(x.transpose(2, 0, 1).copy()), (vh, vw)
-
-
-def nearest(n_out, scale, n_in):
-    """For each of n_out target pixels, the source pixel (of n_in) its centre falls in at this scale."""
-    return np.minimum(((np.arange(n_out) + 0.5) * scale).astype(np.int64), n_in - 1)
-
-
-def paste_back(mask, size, valid, S):
-    """mask: [m, m, 2] on the padded square -> [H, W, 2] at the input's size (nearest)."""
-    (H, W), (vh, vw), m = size, valid, mask.shape[0]
-    return mask[nearest(H, vh * m / (H * S), m)[:, None], nearest(W, vw * m / (W * S), m)[None, :]]
-
-
-def to_grid(a, valid, S, m):
-    """a: [H, W, ...] at the input's size -> [m, m, ...] on the mask grid; the padding gets 0."""
-    (H, W), (vh, vw) = a.shape[:2], valid
-    out = a[nearest(m, S * H / (m * vh), H)[:, None], nearest(m, S * W / (m * vw), W)[None, :]]
-    c = (np.arange(m) + 0.5) * S / m
-    out[(c >= vh)[:, None] | (c >= vw)[None, :]] = 0
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,12 +88,6 @@ def read_partial(png_path, json_path, categories, size, max_identity):
 # ---------------------------------------------------------------------------------------------
 # Segmenting images
 
-def vote_at_image_size(full, n_classes, min_pixels):
-    """The official order of post-processing: the mask is first resized to the image's own size,
-    then each identity takes its majority class and those under min_pixels become void, so that
-    min_pixels counts pixels of the image (official COCO eval: 40). full: int[H, W, 2]."""
-    return majority_vote(torch.from_numpy(full)[None], n_classes, min_pixels)[0].numpy()
-
 
 def segment(model, path, categories, args, stem):
     """Runs Alg. 2 on one image file and writes the files listed at the top. Returns a summary line."""
@@ -173,7 +107,7 @@ def segment(model, path, categories, args, stem):
         kw = dict(known=torch.from_numpy(to_grid(partial, valid, S, m))[None].to(dev),
                   known_region=torch.from_numpy(to_grid(known, valid, S, m))[None].to(dev))
     torch.manual_seed(args.seed)
-    out = model.infer(x[None].to(dev), args.steps, args.td, 0, trajectory=args.trajectory, **kw)
+    out = model.infer(x[None].to(dev), args.steps, args.td, trajectory=args.trajectory, vote=False, **kw)
     mask, path_masks = out if args.trajectory else (out, None)
     full = vote_at_image_size(paste_back(mask[0].cpu().numpy(), size, valid, S), cfg.n_classes, args.min_pixels)
     if args.inpaint:  # the known pixels exactly as given, at the input's resolution
@@ -188,7 +122,7 @@ def segment(model, path, categories, args, stem):
     shown = overlay(image.astype(np.float32) / 255, full)
     Image.fromarray(shown).save(out_path + "_overlay.png")
     classes = [class_of(categories)[s["category_id"]] for s in segments]
-    title = ("inpainted" if args.inpaint else "prediction") + f": {args.steps} steps, td={args.td:g}"
+    title = ("inpainted" if args.inpaint else "prediction") + f": {cli.plural(args.steps, 'step')}, td={args.td:g}"
     save_figure(out_path + "_figure.png", (image, shown, overlay(np.zeros(image.shape, np.float32), full, tint=1)),
                 (os.path.basename(path), title, "segments: hue = class, shade = identity"), classes, categories)
     written = ["_panoptic.png", "_panoptic.json", "_overlay.png", "_figure.png"]
@@ -200,108 +134,14 @@ def segment(model, path, categories, args, stem):
         panels = [(small, "input")] + [(colours(path_masks[s - 1][0].cpu().numpy()[crop]),
                                         f"step {s}, t={times[s - 1]:.2f}") for s in steps_shown]
         save_panels(out_path + "_trajectory.png", [panels],
-                    f"predicted m_0 across {args.steps} steps, td={args.td:g} (Fig. 11)")
+                    f"predicted m_0 across {cli.plural(args.steps, 'step')}, td={args.td:g} (Fig. 11)")
         written.append("_trajectory.png")
     if args.noise_figure:
         save_panels(out_path + "_noise.png", noise_panels(mask[0].cpu().numpy()[crop], cfg, args.seed),
                     "masks noised to time t, m_t = sqrt(gamma(t)) m_0 + sqrt(1 - gamma(t)) eps, bits > 0 (Fig. 3)")
         written.append("_noise.png")
     names = [categories[c]["name"] for c in classes]
-    return f"{path}: {len(segments)} segments ({', '.join(names) or 'none'}) -> {out_path}{{{','.join(written)}}}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation through COCO panoptic files: Fig. 6a (steps), Fig. 6b (td), inpainting (LDMSeg Fig. 9)
-
-def val_data(cfg, categories, args, root):
-    """(dataset of (image, mask) at the model's sizes, gt JSON, gt PNG folder, [(image_id, PNG name)],
-    paste(mask int[m, m, 2], index) -> the mask at the gt PNG's size)."""
-    n, r = args.n, cfg.image_size // cfg.mask_size
-    if args.data == "shapes":
-        if categories != ShapesDataset.categories:
-            raise ValueError(f"{args.ckpt} was not trained on the built-in shapes (its classes differ); "
-                             f"use --data coco --data-root DIR")
-        ds = ShapesDataset("val", size=n, image_size=cfg.image_size, mask_size=cfg.mask_size, permute=False)
-        gt_json = write_coco_panoptic((ds[i] for i in range(n)), os.path.join(root, "gt"), "val", categories, "png")
-        items = [(i + 1, f"{i + 1:012d}.png") for i in range(n)]  # write_coco_panoptic's numbering
-        return ds, gt_json, os.path.join(root, "gt", "annotations", "panoptic_val2017"), items, \
-            lambda mask, i: mask.repeat(r, 0).repeat(r, 1)
-    if args.data_root is None:
-        raise ValueError("--data coco needs --data-root DIR, the folder with annotations/ and val2017/")
-    ds = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False)
-    if [(v["name"], v["isthing"]) for v in ds.categories.values()] != \
-            [(v["name"], v["isthing"]) for v in categories.values()]:
-        raise ValueError(f"{args.ckpt} was trained with other classes than {ds.json_path}'s categories; give the "
-                         f"--ckpt of a model trained on this data (train.py --dataset coco --data-root DIR)")
-    categories.update(ds.categories)  # with the JSON's category ids
-    records = ds.records[:n]
-    with open(ds.json_path) as f:
-        gt = json.load(f)
-    wanted = {rec["image_id"] for rec in records}
-    gt["images"] = [im for im in gt["images"] if im["id"] in wanted]
-    gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in wanted]
-    gt_json = os.path.join(root, "gt.json")
-    with open(gt_json, "w") as f:
-        json.dump(gt, f)
-    items = [(rec["image_id"], os.path.basename(rec["png"])) for rec in records]
-    return ds, gt_json, ds.png_dir, items, lambda mask, i: ds.paste_back(torch.from_numpy(mask), i).numpy()
-
-
-def evaluate(model, categories, args):
-    """Samples the validation images once per setting, writes the predictions as COCO panoptic files
-    under --out/eval/, scores them with metrics.pq_from_coco_files and prints a table."""
-    cfg, dev, m = model.cfg, args.device, model.cfg.mask_size
-    root = os.path.join(args.out, "eval")
-    os.makedirs(root, exist_ok=True)
-    ds, gt_json, gt_dir, items, paste = val_data(cfg, categories, args, root)
-    runs = ([("steps (Fig. 6a)", s, args.td, 0.0) for s in args.sweep_steps]
-            + [("td (Fig. 6b)", args.steps, td, 0.0) for td in args.sweep_td]
-            + [("inpaint (LDMSeg)", args.steps, args.td, d) for d in args.inpaint_drop])
-    unique = {}
-    for r in runs or [("single", args.steps, args.td, 0.0)]:
-        unique.setdefault(r[1:], r)  # the (steps, td) both sweeps share runs once
-    runs = list(unique.values())
-    bar = tqdm(total=len(runs) * len(items), desc="evaluate", mininterval=1)
-    results = []
-    for sweep, steps, td, drop in runs:
-        name = f"steps{steps}_td{td:g}" + (f"_drop{drop:g}" if drop else "")
-        pred_dir = os.path.join(root, name)
-        os.makedirs(pred_dir, exist_ok=True)
-        torch.manual_seed(args.seed)
-        blocks = torch.Generator().manual_seed(args.seed)
-        annotations, t0 = [], time.time()
-        for start in range(0, len(items), args.batch_size):
-            idx = range(start, min(len(items), start + args.batch_size))
-            images, masks = zip(*(ds[i] for i in idx))
-            kw = {}
-            if drop:  # LDMSeg's simulation: each block x block cell of the mask is unknown with probability drop
-                nb = -(-m // args.block)
-                known = torch.rand(len(idx), nb, nb, generator=blocks) >= drop
-                known = known.repeat_interleave(args.block, 1).repeat_interleave(args.block, 2)[:, :m, :m]
-                kw = dict(known=torch.stack(masks).to(dev), known_region=known.to(dev))
-            pred = model.infer(torch.stack(images).to(dev), steps, td, 0, **kw).cpu().numpy()
-            for i, p in zip(idx, pred):
-                full = vote_at_image_size(paste(p, i), cfg.n_classes, args.min_pixels)
-                segments = write_mask_png(full, os.path.join(pred_dir, items[i][1]), categories)
-                annotations.append({"image_id": items[i][0], "file_name": items[i][1], "segments_info": segments})
-            bar.update(len(idx))
-        write_panoptic_json(pred_dir + ".json", [], annotations, categories, "predictions of pix2seq-d sample.py")
-        res = pq_from_coco_files(gt_json, gt_dir, pred_dir + ".json", pred_dir)
-        results.append({"sweep": sweep, "steps": steps, "td": td, "drop": drop, "pq": res["All"]["pq"],
-                        "pq_things": res["Things"]["pq"], "pq_stuff": res["Stuff"]["pq"], "sq": res["All"]["sq"],
-                        "rq": res["All"]["rq"], "sec_per_image": (time.time() - t0) / len(items),
-                        "predictions": pred_dir + ".json"})
-    bar.close()
-    with open(os.path.join(root, "results.json"), "w") as f:
-        json.dump({"ckpt": args.ckpt, "data": args.data, "n": len(items), "min_pixels": args.min_pixels,
-                   "seed": args.seed, "gt": gt_json, "results": results}, f, indent=1)
-    print(f"PQ of {args.ckpt} on {len(items)} {args.data} val images (COCO panoptic files in {root}/), in %:")
-    print(f"{'sweep':<18}{'steps':>6}{'td':>6}{'drop':>6}{'PQ':>7}{'PQ_th':>7}{'PQ_st':>7}{'SQ':>7}{'RQ':>7}"
-          f"{'s/img':>8}")
-    for r in results:
-        print(f"{r['sweep']:<18}{r['steps']:>6}{r['td']:>6g}{r['drop']:>6g}" + "".join(
-            f"{100 * r[k]:>7.1f}" for k in ("pq", "pq_things", "pq_stuff", "sq", "rq")) + f"{r['sec_per_image']:>8.3f}")
-    return results
+    return f"{path}: {cli.plural(len(segments), 'segment')} ({', '.join(names) or 'none'}) -> {out_path}{{{','.join(written)}}}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,10 +159,9 @@ pixels come out as given (same segment ids); the rest is sampled."""
 
 
 def get_args(argv=None):
-    ap = Parser(prog="sample.py", description="\n\n".join(__doc__.split("\n\n")[:2]), epilog=HELP_INPAINT,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="sample.py", description="\n\n".join(__doc__.split("\n\n")[:2]), epilog=HELP_INPAINT)
     ap.add_argument("images", nargs="*", metavar="IMG", help="image files (any size or mode)")
-    ap.add_argument("--ckpt", default=DEFAULT_CKPT, help="a checkpoint of train.py (default: the shipped "
+    ap.add_argument("--ckpt", default=None, help="a checkpoint of train.py (default: the shipped "
                     "checkpoints/shapes-tiny.pt, trained on the built-in synthetic shapes only)")
     ap.add_argument("--steps", type=int, default=20, help="sampling steps (Alg. 2) (%(default)s)")
     ap.add_argument("--td", type=float, default=2.0, help="time difference td of Alg. 2's time steps (%(default)s)")
@@ -349,15 +188,10 @@ def get_args(argv=None):
                     "fractions of its block x block cells unknown, e.g. 0.1,0.5,0.9 (LDMSeg Fig. 9)")
     ap.add_argument("--block", type=int, default=4, help="--inpaint-drop: cell size in mask pixels (%(default)s)")
     ap.add_argument("--batch-size", type=int, default=25, help="--evaluate: images per forward pass (%(default)s)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    ap.add_argument("--kernels", choices=["auto", "on", "off"], default="auto",
-                    help="Triton kernels: auto = on CUDA tensors only")
+    cli.add_device_flags(ap)
     args = ap.parse_args(argv)
-    for flag in ("steps", "n", "block", "batch_size"):
-        if getattr(args, flag) < 1:
-            ap.error(f"--{flag.replace('_', '-')} must be >= 1")
-    if args.td < 0 or args.min_pixels < 0 or min(args.sweep_td, default=0) < 0 or min(args.sweep_steps, default=1) < 1:
-        ap.error("--td, --sweep-td and --min-pixels must be >= 0, --sweep-steps >= 1")
+    cli.at_least(ap, args, 1, "steps", "n", "block", "batch_size", "sweep_steps")
+    cli.at_least(ap, args, 0, "td", "sweep_td", "min_pixels")
     if not all(0 < d < 1 for d in args.inpaint_drop):
         ap.error("--inpaint-drop: fractions must lie in (0, 1)")
     if args.evaluate == bool(args.images):
@@ -367,16 +201,19 @@ def get_args(argv=None):
     if args.inpaint and len(args.images) != 1:
         ap.error("--inpaint completes the mask of one image: give exactly one IMG")
     check_device(ap, args.device, args.kernels)
+    args.ckpt = args.ckpt or checkpoint.SHIPPED_IMAGE
     return args
 
 
-def checkpoint_categories(ckpt, path, cfg):
-    """{class: {"name", "isthing"[, "id"]}} as train.py stores them, checked against the model's classes."""
-    categories = {int(k): v for k, v in ckpt.get("categories", {}).items()}
-    if set(categories) != set(range(1, cfg.n_classes + 1)) or not all("name" in v for v in categories.values()):
-        raise ValueError(f"{path}: its categories do not name the model's classes 1..{cfg.n_classes}; "
-                         f"re-create it with train.py")
-    return categories
+def evaluate(model, categories, args):
+    """--evaluate: evaluate.coco_sweep over the sweeps of the flags, printed as a table."""
+    root = os.path.join(args.out, "eval")
+    settings = sweep_settings(args.sweep_steps, args.sweep_td, args.steps, args.td, args.inpaint_drop)
+    results = coco_sweep(model, categories, root, settings, args.data, args.n, args.data_root, args.block,
+                         args.min_pixels, args.seed, args.batch_size, args.device, args.ckpt)
+    print(f"PQ of {args.ckpt} on {args.n} {args.data} val images (COCO panoptic files in {root}/), in %:")
+    print(sweep_table(results))
+    return results
 
 
 fail = functools.partial(cli.fail, "sample.py")
@@ -384,8 +221,6 @@ fail = functools.partial(cli.fail, "sample.py")
 
 def main(argv=None):
     args = get_args(argv)
-    if args.kernels != "auto":
-        os.environ["PIX2SEQD_KERNELS"] = "1" if args.kernels == "on" else "0"
     missing = [p for p in args.images + [args.inpaint, args.known, args.segments] if p and not os.path.isfile(p)]
     if missing:
         fail(f"{missing[0]}: is a folder; give image files (e.g. {missing[0].rstrip('/')}/*.png)"
@@ -394,8 +229,8 @@ def main(argv=None):
     if len(set(stems)) < len(stems):
         fail("two input images share a file name; their outputs would overwrite each other: rename one")
     try:
-        model, ckpt = load_model(args.ckpt, args.device)
-        categories = checkpoint_categories(ckpt, args.ckpt, model.cfg)
+        model, ckpt = checkpoint.load_model(args.ckpt, args.device)
+        categories = checkpoint.categories(ckpt, args.ckpt, model.cfg)
         if model.cfg.n_past:
             print(f"note: {args.ckpt} is a video model; sample.py gives it no past masks (zeros, as on a clip's "
                   f"first frame). `python video.py` feeds each frame the masks predicted for the frames before it.",
@@ -403,8 +238,12 @@ def main(argv=None):
         cli.make_dir("sample.py", args.out)
         if args.evaluate:
             return evaluate(model, categories, args)
+        note = checkpoint.synthetic_note(categories, args.ckpt)
         for path, stem in zip(tqdm(args.images, desc="sample", disable=len(args.images) < 2), stems):
             tqdm.write(segment(model, path, categories, args, stem))
+            if note:  # once, after the first file segmented
+                tqdm.write(note, sys.stderr)
+                note = None
     except (ValueError, OSError) as e:
         fail(e)
 

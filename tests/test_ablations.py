@@ -58,12 +58,12 @@ def test_loss_setting_trains_l2(tmp_path):
 
 def test_sampling_sweeps_each_setting_once_with_train_seeding(scale_run, monkeypatch, tmp_path):
     out, rows = scale_run
-    calls, evaluate = [], train.evaluate
+    calls, evaluate = [], ablations.pq_on_dataset
 
     def recording(model, dataset, categories, steps, td, *a, **kw):
         calls.append((steps, td))
         return evaluate(model, dataset, categories, steps, td, *a, **kw)
-    monkeypatch.setattr(train, "evaluate", recording)
+    monkeypatch.setattr(ablations, "pq_on_dataset", recording)
     ckpt = os.path.join(out, rows[1]["run"], "ckpt.pt")
     got = ablations.main(["sampling", "--ckpt", ckpt, "--sweep-steps", "1,2", "--sweep-td", "0,2",
                           "--out", str(tmp_path)] + SHORT)["sampling"]

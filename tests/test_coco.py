@@ -14,7 +14,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from coco import CocoPanoptic, DataError, coco_paths, read_panoptic_png, write_coco_panoptic, write_panoptic_png
-from data import LUMA, SHAPES_CATEGORIES, ShapesDataset, color_jitter, hue_rotate
+from data import SHAPES_CATEGORIES, ShapesDataset
+from images import LUMA, color_jitter, hue_rotate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "..", "shared", "data", "coco-panoptic-sample")

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import train
-from data import ShapesDataset, batch_at, noise_at
+from batching import batch_at, noise_at
+from data import ShapesDataset
 from diffusion import Pix2SeqD, tiny_config
 
 pytestmark = [pytest.mark.triton, pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",

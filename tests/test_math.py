@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bits import analog_to_mask, bit2int, int2bit, mask_to_analog
-from diffusion import corrupt, ddim_step, majority_vote, match_identities
+from diffusion import corrupt, ddim_step
+from identities import majority_vote, match_identities
 from losses import expected_bits, size_weights, softmax_ce
 from schedule import gamma, snr, time_pairs
 

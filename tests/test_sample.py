@@ -75,6 +75,7 @@ def outputs(ckpt, tmp_path_factory):
     r = run(ckpt, *inputs, "--steps", "3", "--trajectory", "--noise-figure", "--out", "out", cwd=tmp)
     assert r.returncode == 0, r.stderr
     assert sum(line.endswith("_noise.png}") for line in r.stdout.splitlines()) == len(inputs)
+    assert r.stderr.count("trained on the built-in synthetic shapes only") == 1  # once per run, not per file
     return tmp, sizes
 
 
@@ -183,7 +184,7 @@ def test_inpainting_does_not_depend_on_the_names_of_known_identities(ckpt):
     same segments (the same pixels and classes), the known ones named as given. Inpainting that
     injects the known bits as named fails this, and with 10% known it split segments (README)."""
     from data import ShapesDataset
-    from diffusion import load_model
+    from checkpoint import load_model
     model, _ = load_model(ckpt)
     ds = ShapesDataset("val", size=4, image_size=model.cfg.image_size, mask_size=model.cfg.mask_size, permute=False)
     images, masks = (torch.stack(x) for x in zip(*(ds[i] for i in range(4))))
@@ -210,7 +211,7 @@ def test_figure_of_an_extreme_aspect_ratio_stays_a_readable_size(tmp_path):
 
 def test_min_pixels_counts_pixels_of_the_image_after_resizing():
     """The official order: resize to the image's size, then vote and drop segments under min_pixels."""
-    from sample import vote_at_image_size
+    from evaluate import vote_at_image_size
     mask = np.zeros((8, 8, 2), np.int64)
     mask[...] = (1, 1)             # stuff, 61 mask pixels
     mask[0, :3] = (2, 2)           # a thing of 3 mask pixels ...

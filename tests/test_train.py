@@ -11,8 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+import recipe
 import train
-from data import ShapesDataset, batch_at
+from batching import batch_at
+from data import ShapesDataset
 from diffusion import Pix2SeqD, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,7 +154,7 @@ def test_resume_with_another_seed_gives_one_line_error(tmp_path, capsys):
 
 def test_lr_schedule_warms_up_then_decays_to_end_lr():
     args = argparse.Namespace(lr=2.0, warmup=10, train_steps=110, end_lr=0.1)
-    lr = [train.lr_at(s, args) for s in range(111)]
+    lr = [recipe.lr_at(s, args) for s in range(111)]
     assert lr[0] == pytest.approx(0.2) and lr[9] == lr[10] == pytest.approx(2.0)
     assert lr[60] == pytest.approx(2.0 * (0.1 + 0.9 * 0.5)) and lr[110] == pytest.approx(0.2)
     assert all(a >= b for a, b in zip(lr[10:], lr[11:]))

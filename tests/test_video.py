@@ -10,6 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+import checkpoint
+import images
+import stream
 import train
 import video
 from bits import analog_to_mask
@@ -84,39 +87,39 @@ def test_past_bits_shapes_and_zeros_for_absent_masks():
     model = small_model(n_past=2)
     prev = torch.stack([shapes_video(i, frames=2)[1] for i in range(3)])  # [B=3, 2, h, w, 2]
     keep = torch.tensor([[True, True], [False, True], [False, False]])
-    past = video.past_bits(model, prev, keep)
+    past = model.past_bits(prev, keep)
     n = model.cfg.n_bits
     assert past.shape == (3, 2 * n, 32, 32)
     b = model.cfg.scale  # the past's clean bits are +-1 (+-b / b)
     assert torch.equal(past[0, :n], model.to_bits(prev[:, 0])[0] / b) and torch.equal(past[0, n:], model.to_bits(prev[:, 1])[0] / b)
     assert past[1, :n].abs().sum() == 0 and torch.equal(past[1, n:].abs(), torch.ones(n, 32, 32))
     assert past[2].abs().sum() == 0
-    images, masks, p = video.video_inputs(model, torch.rand(3, 3, 3, 64, 64), torch.cat([prev, prev[:, :1]], 1), keep)
+    images, masks, p = stream.video_inputs(model, torch.rand(3, 3, 3, 64, 64), torch.cat([prev, prev[:, :1]], 1), keep)
     assert images.shape == (3, 3, 64, 64) and torch.equal(masks, prev[:, 0]) and torch.equal(p, past)
 
 
-def test_init_from_image_starts_as_the_image_model():
+def test_init_from_starts_as_the_image_model():
     image_model, video_model = small_model(0, seed=1), small_model(2, seed=2)
-    video.init_from_image(video_model, image_model)
+    checkpoint.init_from(video_model, image_model)
     w = video_model.decoder.conv_in.weight
     assert w[:, image_model.decoder.conv_in.weight.shape[1]:].abs().sum() == 0
     images = torch.rand(2, 3, 64, 64)
     m_t, t = torch.randn(2, image_model.cfg.n_bits, 32, 32), torch.tensor([0.3, 0.8])
-    past = video.past_bits(video_model, torch.stack([shapes_video(i, frames=2)[1] for i in range(2)]))
+    past = video_model.past_bits(torch.stack([shapes_video(i, frames=2)[1] for i in range(2)]))
     with torch.no_grad():
         want = image_model.decoder_out(m_t, image_model.encode(images), t)
         for p in (torch.zeros_like(past), past):  # absent past masks, and real ones the zero weights ignore
             torch.testing.assert_close(video_model.decoder_out(m_t, video_model.encode(images), t, p), want)
     with pytest.raises(ValueError, match="past masks"):
-        video.init_from_image(Pix2SeqD(tiny_config(n_past=2)), image_model)
+        checkpoint.init_from(Pix2SeqD(tiny_config(n_past=2)), image_model)
 
 
-def test_init_from_image_at_another_resolution():
+def test_init_from_at_another_resolution():
     """App. B's second stage: the weights carry over to other image and mask sizes unchanged (all
     positions are sin-cos), and the model runs at the new size."""
     low = small_model(0, seed=1)
     high = Pix2SeqD(dataclasses.replace(low.cfg, image_size=128, mask_size=64))
-    video.init_from_image(high, low)
+    checkpoint.init_from(high, low)
     for name, value in low.state_dict().items():
         assert torch.equal(high.state_dict()[name], value), name
     with torch.no_grad():
@@ -142,7 +145,7 @@ def copying_model(monkeypatch, n_past=2):
 
 def test_stream_feeds_predictions_back(monkeypatch):
     model, calls, first = copying_model(monkeypatch)
-    masks = video.stream(model, torch.rand(2, 5, 3, 64, 64), steps_first=6, steps_rest=2)
+    masks = stream.stream(model, torch.rand(2, 5, 3, 64, 64), steps_first=6, steps_rest=2)
     assert masks.shape == (2, 5, 32, 32, 2) and (masks == first).all()
     assert [c[0] for c in calls] == [6, 2, 2, 2, 2]
     n = model.cfg.n_bits
@@ -151,10 +154,10 @@ def test_stream_feeds_predictions_back(monkeypatch):
     assert torch.equal(calls[1][1][:, n:], model.to_bits(first.expand(2, -1, -1, -1)) / model.cfg.scale)
     assert torch.equal(calls[2][1][:, :n], calls[2][1][:, n:])
     image_model, image_calls, _ = copying_model(monkeypatch, n_past=0)
-    video.stream(image_model, torch.rand(1, 3, 3, 64, 64), steps_first=6, steps_rest=2)
+    stream.stream(image_model, torch.rand(1, 3, 3, 64, 64), steps_first=6, steps_rest=2)
     assert [c[0] for c in image_calls] == [6, 6, 6] and all(c[1] is None for c in image_calls)
     calls.clear()
-    video.stream(model, torch.rand(1, 3, 3, 64, 64), steps_first=6, steps_rest=2, feedback=False)
+    stream.stream(model, torch.rand(1, 3, 3, 64, 64), steps_first=6, steps_rest=2, feedback=False)
     assert [c[0] for c in calls] == [6, 6, 6] and all(c[1].abs().sum() == 0 for c in calls)
 
 
@@ -217,7 +220,7 @@ def test_evaluate_prints_a_table(tmp_path, capsys):
 def test_read_frames_takes_any_animated_image(tmp_path):
     frames = [Image.new("RGB", (8, 6), (60 * i, 0, 0)) for i in range(3)]
     frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:])
-    got = video.read_frames(str(tmp_path / "anim.png"))
+    got = images.read_frames(str(tmp_path / "anim.png"))
     assert [np.asarray(f).tolist() for f in got] == [np.asarray(f).tolist() for f in frames]
 
 

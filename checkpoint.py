@@ -1,0 +1,105 @@
+"""The checkpoint format that train.py writes and every script reads.
+
+A checkpoint is a torch file of tensors and plain values (read with weights_only=True):
+  "config"      diffusion.Config as a dict          "ema"   the EMA weights (used for sampling)
+  "model"       the raw weights                       "optimizer"  AdamW's state
+  "step"        steps done                            "args"  the flags --resume must keep
+  "categories"  {class (str): {"name", "isthing"[, "id": COCO category id]}}
+Shipped checkpoints keep only config, ema (fp16) and categories.
+"""
+import dataclasses
+import os
+import pickle
+
+import torch
+
+from diffusion import Config, Pix2SeqD
+
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
+SHIPPED_IMAGE = os.path.join(SHIPPED, "shapes-tiny.pt")  # the image model, trained on the built-in shapes
+SHIPPED_VIDEO = os.path.join(SHIPPED, "shapes-video-tiny.pt")  # fine-tuned from it on shapes videos
+
+
+def save(path, state):
+    """Atomically: write a temporary file beside it, then rename over."""
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def read(path, device="cpu"):
+    """The checkpoint dict. Raises FileNotFoundError for a missing file and ValueError for one that
+    is not a pix2seq-d checkpoint (each with a one-line message a CLI can print)."""
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint {path} is a folder; give the .pt file in it (train.py writes "
+                                f"runs/<name>/ckpt.pt)")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} not found: train one with `python train.py` "
+                                f"or give the path of an existing one")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(ckpt, dict) or "config" not in ckpt or "ema" not in ckpt:
+            raise KeyError("config and ema")
+    except Exception as e:  # any unpickling / key problem means the same thing to a user
+        raise ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why(e)}): re-create it with train.py") \
+            from None
+    return ckpt
+
+
+def why(e):
+    # (torch's unpickling message suggests weights_only=False: never for an untrusted file)
+    return "not a torch file of tensors" if isinstance(e, pickle.UnpicklingError) else \
+        f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+
+
+def load_model(path, device="cpu"):
+    """(Pix2SeqD with the EMA weights of a checkpoint, in eval mode, the checkpoint dict)."""
+    ckpt = read(path, device)
+    try:
+        model = Pix2SeqD(Config.from_dict(ckpt["config"]))
+        model.load_state_dict(ckpt["ema"])
+    except Exception as e:  # a config or state dict of another shape
+        raise ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why(e)}): re-create it with train.py") \
+            from None
+    return model.to(device).eval(), ckpt
+
+
+def synthetic_note(cats, path):
+    """A one-line note for a model trained on the built-in shapes only (its classes are theirs),
+    which is out of its depth on any other picture; None for other models."""
+    from data import SHAPES_CATEGORIES
+    if {c: (v["name"], v["isthing"]) for c, v in cats.items()} != \
+            {c: (v["name"], v["isthing"]) for c, v in SHAPES_CATEGORIES.items()}:
+        return None
+    shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+    return (f"note: {shown} was trained on the built-in synthetic shapes only "
+            f"({', '.join(v['name'] for v in cats.values())}): on photographs its masks and class names mean "
+            f"nothing; for real images train on COCO (docs/coco.md)")
+
+
+def categories(ckpt, path, cfg):
+    """{class: {"name", "isthing"[, "id"]}} as train.py stores them, checked against the model's classes."""
+    cats = {int(k): v for k, v in ckpt.get("categories", {}).items()}
+    if set(cats) != set(range(1, cfg.n_classes + 1)) or not all("name" in v for v in cats.values()):
+        raise ValueError(f"{path}: its categories do not name the model's classes 1..{cfg.n_classes}; "
+                         f"re-create it with train.py")
+    return cats
+
+
+def init_from(model, image_model):
+    """Sec. 3.4: "fine-tune an image panoptic model for video", and App. B's second stage at a
+    higher resolution. Copies image_model's weights into model, whose config may differ only in
+    n_past and the image and mask sizes (no weight depends on them: all positions are sin-cos);
+    the extra input channels of decoder.conv_in (the past masks, concatenated last) start at
+    zero, so model computes what image_model does."""
+    c = model.cfg
+    if dataclasses.replace(image_model.cfg, n_past=c.n_past, image_size=c.image_size, mask_size=c.mask_size) != c \
+            or image_model.cfg.n_past > c.n_past:
+        raise ValueError("--init: the checkpoint's model differs from this one in more than its sizes and past "
+                         "masks (another preset, loss, or number of classes or bits?), or has more past masks "
+                         "(a video checkpoint: train with --dataset shapes-video)")
+    state = image_model.state_dict()
+    w = state["decoder.conv_in.weight"]
+    extra = model.decoder.conv_in.weight.shape[1] - w.shape[1]
+    state["decoder.conv_in.weight"] = torch.cat([w, w.new_zeros(w.shape[0], extra, *w.shape[2:])], 1)
+    model.load_state_dict(state)

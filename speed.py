@@ -1,0 +1,141 @@
+"""How fast the model runs here: Alg. 1's training step or Alg. 2's sampling, against this machine's own
+matmul rate.
+
+    python speed.py step                          # the default run's step: tiny preset, batch 32, CPU
+    python speed.py sample --preset paper --image-size 1024 --mask-size 512 --batch-size 1 --device cuda --amp
+    python speed.py step --preset paper --image-size 256 --mask-size 128 --batch-size 8 --device cuda --compile
+
+step: train_loss + backward + AdamW on one batch of the built-in shapes (at any size). sample: infer,
+the encoder once and the decoder --steps times. Each is run --warmup times, then timed --repeat
+times (median); its FLOPs are counted once with torch.utils.flop_counter (matmuls and convolutions,
+forward and backward). The machine's rate is a 2048^3 matmul (fp32, or bf16 with --amp), so the
+printed fraction says how much of the hardware the model uses. --json PATH appends the result as
+one JSON line.
+"""
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import cli
+from batching import batch_at
+from data import ShapesDataset
+from diffusion import PRESETS, Pix2SeqD
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, warmup, repeat):
+    """Median seconds of fn() over repeat runs, after warmup runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def flops(fn):
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_rate(device, dtype, n=2048):
+    """FLOP/s of an n^3 matmul on this device: the hardware's practical peak for the model's dtype."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n ** 3 / timed(lambda: a @ b, device, 2, 5)
+
+
+def machine(device):
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def get_args(argv=None):
+    ap = cli.Parser(prog="speed.py", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("what", choices=["step", "sample"])
+    ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="(%(default)s)")
+    ap.add_argument("--image-size", type=int, default=None, help="(the preset's)")
+    ap.add_argument("--mask-size", type=int, default=None, help="(the preset's)")
+    ap.add_argument("--batch-size", type=int, default=32, help="(%(default)s)")
+    ap.add_argument("--steps", type=int, default=20, help="sample: decoder passes (%(default)s)")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the loss (step) or the decoder (sample)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed runs first (%(default)s)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed runs; the median is printed (%(default)s)")
+    ap.add_argument("--json", metavar="PATH", help="append the result to this file as one JSON line")
+    cli.add_device_flags(ap)
+    args = ap.parse_args(argv)
+    cli.at_least(ap, args, 1, "batch_size", "steps", "repeat", "image_size", "mask_size")
+    cli.at_least(ap, args, 0, "warmup")
+    cli.check_device(ap, args.device, args.kernels)
+    return args
+
+
+def main(argv=None):
+    args = get_args(argv)
+    sizes = {k: getattr(args, k) for k in ("image_size", "mask_size") if getattr(args, k) is not None}
+    cfg = PRESETS[args.preset](**sizes)
+    if cfg.image_size % cfg.mask_size:
+        cli.fail("speed.py", f"--image-size {cfg.image_size} must be a multiple of --mask-size {cfg.mask_size}")
+    torch.manual_seed(0)
+    model = Pix2SeqD(cfg).to(args.device, memory_format=torch.channels_last)
+    data = ShapesDataset("train", image_size=cfg.image_size, mask_size=cfg.mask_size)
+    images, masks = batch_at(data, 0, args.batch_size, 0, args.device)
+    autocast = torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.amp)
+    if args.what == "step":
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        loss_fn = torch.compile(model.train_loss) if args.compile else model.train_loss
+
+        def run():
+            with autocast:
+                loss, _ = loss_fn(images, masks)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    else:
+        model.eval()
+        if args.compile:
+            model.decoder = torch.compile(model.decoder)
+
+        def run():
+            with autocast:
+                model.infer(images, steps=args.steps)
+    n_flops = flops(run)
+    seconds = timed(run, args.device, args.warmup, args.repeat)
+    rate = matmul_rate(args.device, torch.bfloat16 if args.amp else torch.float32)
+    result = {"what": args.what, "preset": args.preset, "image_size": cfg.image_size, "mask_size": cfg.mask_size,
+              "batch_size": args.batch_size, "steps": args.steps if args.what == "sample" else None,
+              "amp": args.amp, "compile": args.compile, "device": machine(args.device),
+              "parameters": sum(p.numel() for p in model.parameters()), "seconds": seconds, "flops": n_flops,
+              "achieved_flops_per_s": n_flops / seconds, "matmul_flops_per_s": rate}
+    what = f"{args.steps}-step sample" if args.what == "sample" else "training step"
+    print(f"{what} of the {args.preset} preset ({result['parameters'] / 1e6:.1f}M parameters) at "
+          f"{cfg.image_size}/{cfg.mask_size}, batch {args.batch_size}" + (", bf16" if args.amp else "")
+          + (", compiled" if args.compile else "") + f" on {result['device']}:")
+    print(f"  {1e3 * seconds:.1f} ms (median of {args.repeat}), {n_flops / 1e9:.1f} GFLOP, "
+          f"{n_flops / seconds / 1e9:.1f} GFLOP/s = {n_flops / seconds / rate:.0%} of a {rate / 1e9:.0f} GFLOP/s "
+          f"2048^3 matmul here")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "a") as f:
+            f.write(json.dumps(result) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The scripts' flags: a value out of range is one line that names that flag and its value alone
+(never a list of flags that might be wrong), exit status 2."""
+import re
+
+import pytest
+
+import ablations
+import sample
+import speed
+import train
+import video
+
+CASES = [(sample.get_args, ["x.png", "--td", "-1"], "--td", "-1"),
+         (sample.get_args, ["x.png", "--min-pixels", "-3"], "--min-pixels", "-3"),
+         (sample.get_args, ["--evaluate", "--sweep-steps", "1,0"], "--sweep-steps", "0"),
+         (video.main, ["clip.gif", "--td", "-2"], "--td", "-2"),
+         (video.main, ["--evaluate", "--sweep", "4", "0"], "--sweep", "0"),
+         (train.get_args, ["--warmup", "-1"], "--warmup", "-1"),
+         (train.get_args, ["--grad-clip", "-1"], "--grad-clip", "-1"),
+         (train.get_args, ["--log-every", "0"], "--log-every", "0"),
+         (ablations.get_args, ["sampling", "--sweep-td", "0,-1"], "--sweep-td", "-1"),
+         (speed.get_args, ["step", "--repeat", "0"], "--repeat", "0")]
+
+
+@pytest.mark.parametrize("parse, argv, flag, value", CASES, ids=[f"{c[0].__module__}{c[2]}" for c in CASES])
+def test_an_out_of_range_flag_is_named_alone(parse, argv, flag, value, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    named = set(re.findall(r"--[a-z][a-z-]*", err.split(" (see --help)")[0]))
+    assert named == {flag} and f"got {value}" in err, err
