@@ -29,14 +29,24 @@ def write_panoptic_png(ids, path):
     Image.fromarray(rgb).save(path)
 
 
+def read_panoptic_rgb(path):
+    """uint8[H, W, 3]: the pixels of a COCO panoptic PNG, checked to be 8-bit RGB."""
+    with Image.open(path) as im:
+        rgb = np.asarray(im)
+    if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"{path}: a COCO panoptic PNG must be 8-bit RGB (id = R + 256 G + 256^2 B), "
+                         f"got an array of shape {rgb.shape} ({rgb.dtype})")
+    return rgb[..., :3]
+
+
+def rgb_to_ids(rgb):
+    """uint8[..., 3] -> int64[...] segment ids, id = R + 256 G + 256^2 B."""
+    return (rgb.astype(np.int32) @ np.array([1, 256, 256 ** 2], np.int32)).astype(np.int64)
+
+
 def read_panoptic_png(path):
     """int64[H, W] segment ids of a COCO panoptic PNG: id = R + 256 G + 256^2 B."""
-    with Image.open(path) as im:
-        rgb = np.array(im, dtype=np.int64)
-    if rgb.ndim != 3 or rgb.shape[2] < 3:
-        raise ValueError(f"{path}: a COCO panoptic PNG must be RGB (id = R + 256 G + 256^2 B), "
-                         f"got an array of shape {rgb.shape}")
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+    return rgb_to_ids(read_panoptic_rgb(path))
 
 
 def write_mask_png(mask, path, categories, keep=None):
@@ -184,6 +194,7 @@ class CocoPanoptic(torch.utils.data.Dataset):
         self.jitter, self.flip, self.permute, self.max_identities, self.color = jitter, flip, permute, max_identities, color
         self.records, self.categories = read_coco_panoptic(root, split)
         self.json_path, self.png_dir, self.image_dir = coco_paths(root, split)
+        self.checked = set()  # items whose PNG ids were checked against their segments_info
 
     def __len__(self):
         return len(self.records)
@@ -196,27 +207,38 @@ class CocoPanoptic(torch.utils.data.Dataset):
         sh, sw = scaled_size(r["height"], r["width"], S, scale)
         return {"scaled": (sh, sw), "offset": offset, "valid": (min(S, sh - offset[0]), min(S, sw - offset[1]))}
 
-    def load(self, i):
-        """(PIL RGB image, ids int64[H, W] of the panoptic PNG) of item i, checked against the JSON."""
+    def load(self, i, size=None):
+        """(PIL RGB image, uint8[H, W, 3] pixels of the panoptic PNG) of item i, checked against the JSON
+        (ids: rgb_to_ids; the loader turns only the pixels it samples into ids).
+        size = (w, h): the image will be resized to at least this, so a JPEG may be decoded at 1/2,
+        1/4 or 1/8 of its size where that is still larger (Pillow's draft mode: the DCT does the
+        downscaling, several times cheaper than a full decode)."""
         r = self.records[i]
         try:
             with Image.open(r["file_name"]) as im:
+                if im.size != (r["width"], r["height"]):
+                    raise DataError(f"{r['file_name']}: {im.width}x{im.height} pixels, but {self.json_path} says "
+                                    f"{r['width']}x{r['height']}")
+                if size is not None and im.format == "JPEG":
+                    im.draft("RGB", size)
                 image = im.convert("RGB")
         except OSError as e:
             raise DataError(f"{r['file_name']}: not a readable image ({e}); replace or remove it") from None
         try:
-            ids = read_panoptic_png(r["png"])
-        except (OSError, ValueError) as e:  # read_panoptic_png's own errors name the file already
+            rgb = read_panoptic_rgb(r["png"])
+        except (OSError, ValueError) as e:  # read_panoptic_rgb's own errors name the file already
             raise DataError(str(e) if str(e).startswith(r["png"]) else
                             f"{r['png']}: not a readable panoptic PNG ({e}); replace or remove it") from None
-        for path, (h, w) in ((r["file_name"], (image.height, image.width)), (r["png"], ids.shape)):
-            if (h, w) != (r["height"], r["width"]):
-                raise DataError(f"{path}: {w}x{h} pixels, but {self.json_path} says {r['width']}x{r['height']}")
-        unknown = np.setdiff1d(np.unique(ids), [0] + [s[0] for s in r["segments"]])
-        if unknown.size:
-            raise DataError(f"{r['png']}: segment ids {unknown[:5].tolist()} are in the PNG but not in its "
-                            f"segments_info in {self.json_path}")
-        return image, ids
+        if rgb.shape[:2] != (r["height"], r["width"]):
+            raise DataError(f"{r['png']}: {rgb.shape[1]}x{rgb.shape[0]} pixels, but {self.json_path} says "
+                            f"{r['width']}x{r['height']}")
+        if i not in self.checked:  # once per image and process: np.unique of a whole PNG costs a full decode
+            unknown = np.setdiff1d(np.unique(rgb_to_ids(rgb)), [0] + [s[0] for s in r["segments"]])
+            if unknown.size:
+                raise DataError(f"{r['png']}: segment ids {unknown[:5].tolist()} are in the PNG but not in its "
+                                f"segments_info in {self.json_path}")
+            self.checked.add(i)
+        return image, rgb
 
     def __getitem__(self, i):
         S, m = self.image_size, self.mask_size
@@ -228,16 +250,18 @@ class CocoPanoptic(torch.utils.data.Dataset):
             offset = (int(torch.randint(max(0, sh - S) + 1, ())), int(torch.randint(max(0, sw - S) + 1, ())))
         (sh, sw), (oy, ox), (vh, vw) = self.window(i, scale, offset).values()
         r = self.records[i]
-        image, ids = self.load(i)
-        fy, fx = sh / r["height"], sw / r["width"]
-        part = image.resize((vw, vh), Image.BILINEAR, box=(ox / fx, oy / fy, (ox + vw) / fx, (oy + vh) / fy))
+        image, rgb = self.load(i, (sw, sh))
+        fy, fx = sh / r["height"], sw / r["width"]  # original -> scaled
+        gy, gx = image.height / r["height"], image.width / r["width"]  # original -> decoded (draft)
+        part = image.resize((vw, vh), Image.BILINEAR,
+                            box=(ox / fx * gx, oy / fy * gy, (ox + vw) / fx * gx, (oy + vh) / fy * gy))
         img = np.zeros((S, S, 3), np.float32)
         img[:vh, :vw] = color_jitter(np.asarray(part, np.float32) / 255, self.color)
         # the PNG's id at each mask pixel's centre; padding is id 0 (void)
         c = (np.arange(m) + 0.5) * (S // m)
         rows = np.minimum(((oy + c) / fy).astype(np.int64), r["height"] - 1)
         cols = np.minimum(((ox + c) / fx).astype(np.int64), r["width"] - 1)
-        small = ids[rows[:, None], cols[None, :]]
+        small = rgb_to_ids(rgb[rows[:, None], cols[None, :]])
         small[(c >= vh)[:, None] | (c >= vw)[None, :]] = 0
         # segment number k (0 void, 1..K as listed) -> class (0 for crowd) and identity
         seg_ids = np.array([0] + [s[0] for s in r["segments"]], np.int64)

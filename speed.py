@@ -4,13 +4,17 @@ matmul rate.
     python speed.py step                          # the default run's step: tiny preset, batch 32, CPU
     python speed.py sample --preset paper --image-size 1024 --mask-size 512 --batch-size 1 --device cuda --amp
     python speed.py step --preset paper --image-size 256 --mask-size 128 --batch-size 8 --device cuda --compile
+    python speed.py loader --data-root DIR        # COCO examples per second and CPU core, 256 px stage
 
 step: train_loss + backward + AdamW on one batch of the built-in shapes (at any size). sample: infer,
 the encoder once and the decoder --steps times. Each is run --warmup times, then timed --repeat
 times (median); its FLOPs are counted once with torch.utils.flop_counter (matmuls and convolutions,
 forward and backward). The machine's rate is a 2048^3 matmul (fp32, or bf16 with --amp), so the
-printed fraction says how much of the hardware the model uses. --json PATH appends the result as
-one JSON line.
+printed fraction says how much of the hardware the model uses. loader: the COCO reader with the
+low-resolution stage's augmentation (scale jitter [1, 3], colour jitter 1, flips) at --image-size
+(default 256), --n draws in this process on one thread; its rate per CPU core is draws per second
+of CPU time (a DataLoader with W workers delivers about W times that). --json PATH appends the
+result as one JSON line.
 """
 import json
 import os
@@ -66,7 +70,9 @@ def machine(device):
 
 def get_args(argv=None):
     ap = cli.Parser(prog="speed.py", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("what", choices=["step", "sample"])
+    ap.add_argument("what", choices=["step", "sample", "loader"])
+    ap.add_argument("--data-root", help="loader: a COCO panoptic folder (annotations/, train2017/)")
+    ap.add_argument("--n", type=int, default=200, help="loader: examples to draw")
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="(%(default)s)")
     ap.add_argument("--image-size", type=int, default=None, help="(the preset's)")
     ap.add_argument("--mask-size", type=int, default=None, help="(the preset's)")
@@ -79,14 +85,46 @@ def get_args(argv=None):
     ap.add_argument("--json", metavar="PATH", help="append the result to this file as one JSON line")
     cli.add_device_flags(ap)
     args = ap.parse_args(argv)
-    cli.at_least(ap, args, 1, "batch_size", "steps", "repeat", "image_size", "mask_size")
+    cli.at_least(ap, args, 1, "batch_size", "steps", "repeat", "image_size", "mask_size", "n")
+    if (args.what == "loader") != (args.data_root is not None):
+        ap.error("--data-root goes with loader, and loader needs --data-root DIR")
     cli.at_least(ap, args, 0, "warmup")
     cli.check_device(ap, args.device, args.kernels)
     return args
 
 
+def loader(args):
+    """Examples per second of CPU time (one thread) of the COCO reader at the low-resolution stage."""
+    import coco  # (the COCO reader only here)
+    torch.set_num_threads(1)
+    S = args.image_size or 256
+    try:
+        data = coco.CocoPanoptic(args.data_root, "train", S, args.mask_size or S // 2, jitter=(1.0, 3.0), flip=True,
+                                 color=1.0)
+    except coco.DataError as e:
+        cli.fail("speed.py", e)
+    for i in range(min(len(data), 4)):  # warm-up: the once-per-image checks
+        data[i]
+    cpu, wall = time.process_time(), time.perf_counter()
+    for i in range(args.n):
+        data[i % len(data)]
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    result = {"what": "loader", "image_size": S, "n": args.n, "images": len(data), "device": machine("cpu"),
+              "per_core_per_s": args.n / cpu, "wall_per_s": args.n / wall}
+    print(f"COCO loader at {S} px (jitter [1, 3], colour jitter, flips), {args.n} draws of {len(data)} images: "
+          f"{args.n / cpu:.1f} examples/s per CPU core ({1e3 * cpu / args.n:.1f} ms of CPU each), "
+          f"{args.n / wall:.1f}/s of wall time")
+    return result
+
+
 def main(argv=None):
     args = get_args(argv)
+    if args.what == "loader":
+        result = loader(args)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(result) + "\n")
+        return result
     sizes = {k: getattr(args, k) for k in ("image_size", "mask_size") if getattr(args, k) is not None}
     cfg = PRESETS[args.preset](**sizes)
     if cfg.image_size % cfg.mask_size:
