@@ -3,13 +3,15 @@
 A checkpoint is a torch file of tensors and plain values (read with weights_only=True):
   "config"      diffusion.Config as a dict          "ema"   the EMA weights (used for sampling)
   "model"       the raw weights                       "optimizer"  AdamW's state
-  "step"        steps done                            "args"  the flags --resume must keep
+  "step"        steps done                            "args"  the run's flags (RESUME_KEPT, RESUME_NOTED)
   "categories"  {class (str): {"name", "isthing"[, "id": COCO category id]}}
+  "time"        seconds of training so far (log.jsonl's "time" goes on from it after --resume)
 Shipped checkpoints keep only config, ema (fp16) and categories.
 """
 import dataclasses
 import os
 import pickle
+import warnings
 
 import torch
 
@@ -37,9 +39,11 @@ def read(path, device="cpu"):
         raise FileNotFoundError(f"checkpoint {path} not found: train one with `python train.py` "
                                 f"or give the path of an existing one")
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        if not isinstance(ckpt, dict) or "config" not in ckpt or "ema" not in ckpt:
-            raise KeyError("config and ema")
+        with warnings.catch_warnings():  # torch's warnings about odd contents: the error below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(ckpt, dict) or not all(isinstance(ckpt.get(k), dict) for k in ("config", "ema")):
+            raise KeyError("no config and ema dicts")
     except Exception as e:  # any unpickling / key problem means the same thing to a user
         raise ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why(e)}): re-create it with train.py") \
             from None
@@ -62,6 +66,28 @@ def load_model(path, device="cpu"):
         raise ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why(e)}): re-create it with train.py") \
             from None
     return model.to(device).eval(), ckpt
+
+
+# --resume: flags the data draws, the noise and the model depend on must stay (a change would not continue the run
+# but start another); flags of the schedule and optimizer may change from the step resumed at, with a note.
+RESUME_KEPT = ("dataset", "seed", "batch_size")
+RESUME_NOTED = ("lr", "train_steps", "warmup", "end_lr", "ema", "weight_decay", "grad_clip")
+
+
+def run_args(args):
+    """The flags a checkpoint stores for --resume to compare against."""
+    return {k: getattr(args, k) for k in RESUME_KEPT + RESUME_NOTED}
+
+
+def resume_changes(saved, args):
+    """(the first kept flag that differs, as "--seed 0", or None; ["--lr 0.001 -> 0.0005", ...] for
+    each noted flag that differs). saved: a checkpoint's "args" (older ones hold the kept flags only)."""
+    def flag(k):
+        return "--" + k.replace("_", "-")
+    kept = [f"{flag(k)} {saved[k]}" for k in RESUME_KEPT if k in saved and saved[k] != getattr(args, k)]
+    noted = [f"{flag(k)} {saved[k]:g} -> {getattr(args, k):g}" for k in RESUME_NOTED
+             if k in saved and saved[k] != getattr(args, k)]
+    return (kept or [None])[0], noted
 
 
 def synthetic_note(cats, path):

@@ -260,21 +260,28 @@ def init_config(args, cfg):
                                ("image_size", "mask_size") if getattr(args, k) is not None}), init_model
 
 
-def resume(args, ckpt_path, cfg, model, ema, opt):
-    """--resume: load the run's checkpoint into model, ema and opt; returns the step to start at."""
+def resume(args, ckpt_path, cfg, model, ema, opt, rank=0):
+    """--resume: load the run's checkpoint into model, ema and opt; returns (the step to start at, the
+    seconds trained so far). Refuses a change of the flags the run's draws depend on
+    (checkpoint.RESUME_KEPT) and notes each change of the schedule's (RESUME_NOTED)."""
     if not os.path.isfile(ckpt_path):
         fail(f"--resume: no checkpoint at {ckpt_path}; train without --resume first")
     ckpt = checkpoint.read(ckpt_path, args.device)
     if Config.from_dict(ckpt["config"]) != cfg:
         fail(f"--resume: {ckpt_path} was trained with another config; use the same flags or another --name")
-    for key in ("dataset", "seed", "batch_size"):
-        if ckpt["args"][key] != getattr(args, key):
-            fail(f"--resume: {ckpt_path} was trained with --{key.replace('_', '-')} {ckpt['args'][key]}; "
-                 f"use the same or another --name")
+    kept, noted = checkpoint.resume_changes(ckpt["args"], args)
+    if kept:
+        fail(f"--resume: {ckpt_path} was trained with {kept}; use the same or another --name")
+    if args.train_steps < ckpt["step"]:
+        fail(f"--resume: --train-steps {args.train_steps}, but {ckpt_path} has done {ckpt['step']} steps already")
+    if noted and rank == 0:
+        print(f"note: --resume from step {ckpt['step']} with {', '.join(noted)} (the schedule changes from there)")
     model.load_state_dict(ckpt["model"])
     ema.load_state_dict(ckpt["ema"])
     opt.load_state_dict(ckpt["optimizer"])
-    return ckpt["step"]
+    for group in opt.param_groups:  # the optimizer's state holds the old value
+        group["weight_decay"] = args.weight_decay
+    return ckpt["step"], ckpt.get("time", 0.0)
 
 
 def build(args):
@@ -359,7 +366,7 @@ def train(args, rank=0, world=1):
     stop = min(args.stop_at or args.train_steps, args.train_steps)
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
-    start = resume(args, ckpt_path, cfg, model, ema, opt) if args.resume else 0
+    start, trained = resume(args, ckpt_path, cfg, model, ema, opt, rank) if args.resume else (0, 0.0)
     loss_fn = TrainLoss(model)
     if args.compile:
         loss_fn = torch.compile(loss_fn)
@@ -376,7 +383,7 @@ def train(args, rank=0, world=1):
         print(f"{args.name}: {n_params / 1e6:.2f}M parameters, {cli.plural(args.train_steps, 'step')} of batch "
               f"{args.batch_size} "
               f"on {args.device}" + (f" x {world} processes" if world > 1 else "") + f", writing {run_dir}/")
-    t0 = time.time()
+    t0 = time.time() - trained  # time.time() - t0: seconds of training, over every resume
     bar = tqdm(range(start, stop), initial=start, total=args.train_steps, desc="train", mininterval=1,
                disable=rank > 0)
     for step, batch in zip(bar, loader):
@@ -394,8 +401,8 @@ def train(args, rank=0, world=1):
         if rank == 0 and ((step + 1) % args.ckpt_every == 0 or step + 1 == stop):
             checkpoint.save(ckpt_path, {
                 "config": cfg.to_dict(), "ema": ema.state_dict(), "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "step": step + 1,
-                "args": {"dataset": args.dataset, "seed": args.seed, "batch_size": args.batch_size},
+                "optimizer": opt.state_dict(), "step": step + 1, "args": checkpoint.run_args(args),
+                "time": time.time() - t0,
                 "categories": {str(k): v for k, v in categories.items()}})
     if rank > 0:
         return None

@@ -152,6 +152,41 @@ def test_resume_with_another_seed_gives_one_line_error(tmp_path, capsys):
     assert e.value.code == 2 and len(err) == 1 and "--seed 0" in err[0]
 
 
+def test_resume_with_a_changed_schedule_continues_and_records_the_change(tmp_path, capsys):
+    """--lr and --train-steps may change on --resume: the run goes on from its step with the new
+    schedule, says what changed, stores the new values (the next resume compares against them),
+    and log.jsonl's time goes on from the earlier run's."""
+    args = ["--out", str(tmp_path), "--name", "r", "--batch-size", "2", "--warmup", "1", "--eval-images", "2",
+            "--steps", "1", "--log-every", "1"]
+    train.main(args + ["--train-steps", "4", "--stop-at", "2"])
+    capsys.readouterr()
+    train.main(args + ["--train-steps", "4", "--stop-at", "3", "--resume", "--lr", "5e-4"])
+    out = capsys.readouterr().out
+    assert "--lr 0.001 -> 0.0005" in out and "from step 2" in out and "--train-steps" not in out
+    assert torch.load(tmp_path / "r" / "ckpt.pt", weights_only=True)["args"]["lr"] == 5e-4
+    train.main(args + ["--train-steps", "5", "--resume", "--lr", "5e-4"])
+    out = capsys.readouterr().out
+    assert "--train-steps 4 -> 5" in out and "--lr" not in out.split("note:")[1].splitlines()[0]
+    rows = [json.loads(line) for line in open(tmp_path / "r" / "log.jsonl") if '"loss"' in line]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    for step, steps in ((2, 4), (3, 5), (4, 5)):  # step 2 ran with --train-steps 4, the rest with 5
+        assert rows[step]["lr"] == recipe.lr_at(step, argparse.Namespace(lr=5e-4, warmup=1, train_steps=steps,
+                                                                         end_lr=0.0))
+    times = [r["time"] for r in rows]
+    assert times == sorted(times) and times[2] > times[1]
+    with pytest.raises(SystemExit):  # fewer steps than done
+        train.main(args + ["--train-steps", "3", "--resume", "--lr", "5e-4"])
+
+
+def test_a_checkpoint_holding_a_bare_tensor_is_one_line_and_no_warning(tmp_path):
+    torch.save(torch.zeros(3, 4), tmp_path / "bare.pt")
+    r = subprocess.run([sys.executable, "-W", "always", os.path.join(ROOT, "sample.py"),
+                        os.path.join(ROOT, "examples", "shapes_val_0.png"), "--ckpt", str(tmp_path / "bare.pt"),
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def test_lr_schedule_warms_up_then_decays_to_end_lr():
     args = argparse.Namespace(lr=2.0, warmup=10, train_steps=110, end_lr=0.1)
     lr = [recipe.lr_at(s, args) for s in range(111)]
