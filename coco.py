@@ -5,8 +5,10 @@ segment ids, id = R + 256 G + 256^2 B, 0 = void.
 Reading: CocoPanoptic serves (image, mask) pairs from the files as COCO distributes them, with
 the scale jitter of App. B; read_coco_panoptic checks the JSON against its folders. Writing:
 write_mask_png turns a mask of (class, identity) pairs into a PNG and its segments_info, for
-predictions (sample.py, video.py) and for write_coco_panoptic, which exports any data set.
-pycocotools has no panoptic reader, so the JSON is read with json and the PNGs with pillow.
+predictions (sample.py, video.py) and for write_coco_panoptic, which exports any data set;
+write_instances_json writes a prediction's things as COCO instance annotations (RLE masks through
+pycocotools.mask, a score per segment) for COCO's detection tools (COCO, loadRes, COCOeval).
+pycocotools has no panoptic reader, so the panoptic JSON is read with json and the PNGs with pillow.
 """
 import json
 import os
@@ -83,6 +85,37 @@ def write_panoptic_json(path, images, annotations, categories, description):
     with open(path, "w") as f:
         json.dump({"info": {"description": description}, "licenses": [], "images": images,
                    "annotations": annotations, "categories": cats}, f)
+
+
+def write_instances_json(path, image, mask, categories, classes_before_vote=None):
+    """The things of a mask int[H, W, 2] (segments: (class, identity) pairs, neither 0, of a class
+    with isthing) as a COCO instances JSON: {"images": [image], "annotations", "categories" (the
+    thing classes)}, each annotation with an RLE "segmentation" (pycocotools.mask.encode, counts
+    as text), "area", "bbox" [x, y, w, h], the JSON "category_id" (categories[class]["id"] or the
+    class), "iscrowd" 0 and a "score": the fraction of the segment's pixels whose decoded class
+    before the majority vote (classes_before_vote int[H, W]) was its class (1.0 without it). The
+    file loads with pycocotools' COCO(path); its "annotations" list with COCO.loadRes against a
+    ground truth. image: {"id", "file_name", "height", "width"}. Returns the annotations."""
+    from pycocotools import mask as rle  # (only this writer needs it)
+    cls, ident = mask[..., 0].astype(np.int64), mask[..., 1].astype(np.int64)
+    things = np.array([c in categories and bool(categories[c]["isthing"]) for c in range(int(cls.max()) + 1)])
+    key = np.where(things[cls] & (ident > 0), cls * 256 ** 2 + ident, 0)
+    annotations = []
+    for n in np.unique(key[key > 0]).tolist():
+        c = n // 256 ** 2
+        pixels = key == n
+        encoded = rle.encode(np.asfortranarray(pixels.astype(np.uint8)))
+        score = 1.0 if classes_before_vote is None else float((classes_before_vote[pixels] == c).mean())
+        annotations.append({"id": len(annotations) + 1, "image_id": image["id"],
+                            "category_id": categories[c].get("id", c), "iscrowd": 0, "score": round(score, 4),
+                            "segmentation": {"size": encoded["size"], "counts": encoded["counts"].decode("ascii")},
+                            "area": int(rle.area(encoded)), "bbox": [float(v) for v in rle.toBbox(encoded)]})
+    cats = [{"id": info.get("id", c), "name": info["name"], "supercategory": info["name"]}
+            for c, info in sorted(categories.items()) if info["isthing"]]
+    with open(path, "w") as f:
+        json.dump({"info": {"description": "things of a pix2seq-d prediction as COCO instances"}, "images": [image],
+                   "annotations": annotations, "categories": cats}, f)
+    return annotations
 
 
 class DataError(ValueError):

@@ -18,6 +18,8 @@ For an input <stem>.<ext> it writes into --out (inpainting: <stem>_inpaint_*):
                          a segment is a (class, identity) pair, id 256^2 class + identity
   <stem>_panoptic.json   a COCO panoptic JSON of this image (images, annotations with segments_info,
                          categories), as panopticapi's pq_compute reads
+  <stem>_instances.json  the things as COCO instances (RLE masks, a score per segment: the fraction of its
+                         pixels whose decoded class was its class), as pycocotools' COCO / loadRes read
   <stem>_overlay.png     the input blended with a colour per segment (hue: class, shade: identity)
   <stem>_figure.png      input | overlay | the segments in their colours, with a legend of the classes
   <stem>_trajectory.png  --trajectory: the predicted mask after steps 1, 2, 4, ... (Fig. 11)
@@ -38,7 +40,7 @@ from tqdm import tqdm
 import checkpoint
 import cli
 from cli import Parser, check_device, number_list
-from coco import read_panoptic_png, write_mask_png, write_panoptic_json
+from coco import read_panoptic_png, write_instances_json, write_mask_png, write_panoptic_json
 from evaluate import coco_sweep, sweep_settings, sweep_table, vote_at_image_size
 from figures import colours, noise_panels, overlay, save_figure, save_panels
 from images import paste_back, read_image, to_grid, to_model_input
@@ -109,15 +111,19 @@ def segment(model, path, categories, args, stem):
     torch.manual_seed(args.seed)
     out = model.infer(x[None].to(dev), args.steps, args.td, trajectory=args.trajectory, vote=False, **kw)
     mask, path_masks = out if args.trajectory else (out, None)
-    full = vote_at_image_size(paste_back(mask[0].cpu().numpy(), size, valid, S), cfg.n_classes, args.min_pixels)
+    decoded = paste_back(mask[0].cpu().numpy(), size, valid, S)
+    full = vote_at_image_size(decoded, cfg.n_classes, args.min_pixels)
     if args.inpaint:  # the known pixels exactly as given, at the input's resolution
         full = np.where(known[..., None], partial, full)
+        decoded = np.where(known[..., None], partial, decoded)
     out_path = os.path.join(args.out, stem)
     segments = write_mask_png(full, out_path + "_panoptic.png", categories, keep)
     write_panoptic_json(out_path + "_panoptic.json", [{"id": 1, "file_name": os.path.basename(path),
                                                         "height": size[0], "width": size[1]}],
                         [{"image_id": 1, "file_name": stem + "_panoptic.png", "segments_info": segments}], categories,
                         "a prediction of pix2seq-d sample.py")
+    write_instances_json(out_path + "_instances.json", {"id": 1, "file_name": os.path.basename(path),
+                         "height": size[0], "width": size[1]}, full, categories, decoded[..., 0])
     image = np.asarray(im)
     shown = overlay(image.astype(np.float32) / 255, full)
     Image.fromarray(shown).save(out_path + "_overlay.png")
@@ -125,7 +131,7 @@ def segment(model, path, categories, args, stem):
     title = ("inpainted" if args.inpaint else "prediction") + f": {cli.plural(args.steps, 'step')}, td={args.td:g}"
     save_figure(out_path + "_figure.png", (image, shown, overlay(np.zeros(image.shape, np.float32), full, tint=1)),
                 (os.path.basename(path), title, "segments: hue = class, shade = identity"), classes, categories)
-    written = ["_panoptic.png", "_panoptic.json", "_overlay.png", "_figure.png"]
+    written = ["_panoptic.png", "_panoptic.json", "_instances.json", "_overlay.png", "_figure.png"]
     crop = (slice(0, -(-valid[0] * m // S)), slice(0, -(-valid[1] * m // S)))  # the image's part of the grid
     if args.trajectory:
         times = [t for t, _ in time_pairs(args.steps, args.td)]

@@ -306,3 +306,38 @@ def test_train_py_flips_coco_unless_no_flip(shapes_export, tmp_path):
         args = train.get_args(base + flags)
         train_set, _, _ = train.make_datasets(args, train.make_config(args))
         assert train_set.flip is flip
+
+
+def test_instances_json_reads_back_with_pycocotools(tmp_path, capsys):
+    """The things of a mask, written as COCO instances, load with pycocotools: each RLE decodes to its
+    segment's pixels, the score is the fraction of them that had the segment's class before the
+    vote, stuff is left out, and COCOeval scores the prediction against itself as AP 1."""
+    from pycocotools import mask as rle
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    from coco import write_instances_json
+    categories = {1: {"name": "sky", "isthing": 0, "id": 7}, 2: {"name": "dog", "isthing": 1, "id": 18},
+                  3: {"name": "cat", "isthing": 1, "id": 17}}
+    mask = np.zeros((20, 30, 2), np.int64)
+    mask[...] = (1, 1)
+    mask[2:8, 3:12] = (2, 2)
+    mask[10:18, 15:29] = (2, 3)
+    mask[12:14, 1:4] = (3, 1)
+    before = mask[..., 0].copy()
+    before[2:4, 3:12] = 3  # 18 of the first dog's 54 pixels voted cat
+    image = {"id": 5, "file_name": "x.png", "height": 20, "width": 30}
+    anns = write_instances_json(tmp_path / "i.json", image, mask, categories, before)
+    gt = COCO(str(tmp_path / "i.json"))
+    assert sorted(gt.getCatIds()) == [17, 18] and len(gt.getAnnIds()) == 3
+    segments = {(2, 2): 18, (2, 3): 18, (3, 1): 17}
+    for ann, ((c, i), cat) in zip(sorted(anns, key=lambda a: a["id"]), sorted(segments.items())):
+        pixels = (mask[..., 0] == c) & (mask[..., 1] == i)
+        assert ann["category_id"] == cat and ann["area"] == pixels.sum()
+        assert np.array_equal(rle.decode(gt.annToRLE(gt.anns[ann["id"]])).astype(bool), pixels)
+        assert ann["score"] == pytest.approx((before[pixels] == c).mean(), abs=1e-4)
+    assert anns[0]["score"] == pytest.approx(36 / 54, abs=1e-4)
+    evaluation = COCOeval(gt, gt.loadRes(json.load(open(tmp_path / "i.json"))["annotations"]), "segm")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    assert evaluation.stats[0] == pytest.approx(1.0)

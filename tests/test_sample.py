@@ -56,6 +56,22 @@ def check_panoptic(png, js, size, categories):
     return ids
 
 
+def check_instances(path, ids, panoptic):
+    """The instances JSON holds exactly the panoptic PNG's thing segments, as pycocotools decodes them."""
+    from pycocotools import mask as rle
+    from pycocotools.coco import COCO
+    coco = COCO(path)
+    things = {c["id"] for c in panoptic["categories"] if c["isthing"]}
+    want = {s["id"]: s["category_id"] for s in panoptic["annotations"][0]["segments_info"] if s["category_id"] in things}
+    got = []
+    for ann in coco.anns.values():
+        pixels = rle.decode(coco.annToRLE(ann)).astype(bool)
+        (sid,) = np.unique(ids[pixels])
+        assert np.array_equal(ids == sid, pixels) and ann["category_id"] == want[sid] and 0 < ann["score"] <= 1
+        got.append(sid)
+    assert sorted(got) == sorted(want)
+
+
 @pytest.fixture(scope="module")
 def outputs(ckpt, tmp_path_factory):
     """One run over several inputs: two examples, an EXIF-rotated non-square JPEG, 16-bit grey,
@@ -84,7 +100,8 @@ def test_segment_writes_files(outputs, ckpt):
     categories = {int(k) for k in torch.load(ckpt, weights_only=True)["categories"]}
     for stem, size in sizes.items():
         out = tmp / "out" / stem
-        check_panoptic(f"{out}_panoptic.png", f"{out}_panoptic.json", size, categories)
+        ids = check_panoptic(f"{out}_panoptic.png", f"{out}_panoptic.json", size, categories)
+        check_instances(f"{out}_instances.json", ids, json.load(open(f"{out}_panoptic.json")))
         assert Image.open(f"{out}_overlay.png").size == size[::-1]
         for fig in ("_figure.png", "_trajectory.png", "_noise.png"):
             with Image.open(f"{out}{fig}") as im:
