@@ -64,7 +64,7 @@ def check_bits(mod):
 # ---- 2: gamma and time_pairs ------------------------------------------------------------
 
 def check_schedule(mod):
-    from schedule import gamma, time_pairs
+    from schedule import gamma
     formula = "gamma(t) = cos(((t + ns) / (1 + ds)) * pi / 2) ** 2 (Alg. 4)"
 
     def gamma_mistakes(want, t):
@@ -107,6 +107,13 @@ def check_schedule(mod):
         expect(what, want, got, formula, gamma_mistakes(want, t), rtol=1e-6, atol=1e-12)
     run(on_tensors, 20, t=tensors(np.float64, st.floats(0, 1), max_dims=1))
     print("  ok  gamma(t) on tensors follows Alg. 4")
+
+    check_time_pairs(mod)
+
+
+def check_time_pairs(mod):
+    """Exercise 2, second half: Alg. 2's asymmetric time pairs."""
+    from schedule import time_pairs
 
     def pairs(steps, td):
         what = f"time_pairs(steps={steps}, td={td})"
