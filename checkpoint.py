@@ -79,15 +79,31 @@ def run_args(args):
     return {k: getattr(args, k) for k in RESUME_KEPT + RESUME_NOTED}
 
 
-def resume_changes(saved, args):
-    """(the first kept flag that differs, as "--seed 0", or None; ["--lr 0.001 -> 0.0005", ...] for
-    each noted flag that differs). saved: a checkpoint's "args" (older ones hold the kept flags only)."""
-    def flag(k):
-        return "--" + k.replace("_", "-")
-    kept = [f"{flag(k)} {saved[k]}" for k in RESUME_KEPT if k in saved and saved[k] != getattr(args, k)]
-    noted = [f"{flag(k)} {saved[k]:g} -> {getattr(args, k):g}" for k in RESUME_NOTED
+def resume(path, cfg, args, model, ema, opt):
+    """--resume: loads the run's checkpoint at path into model, ema and opt. Returns (the step to
+    start at, the seconds trained so far, ["--lr 0.001 -> 0.0005", ...]: each RESUME_NOTED flag
+    that differs from the checkpoint's). Raises ValueError (one line) for a missing checkpoint,
+    another config, a RESUME_KEPT flag that differs, or fewer --train-steps than done."""
+    if not os.path.isfile(path):
+        raise ValueError(f"no checkpoint at {path}; train without --resume first")
+    ckpt = read(path, args.device)
+    if Config.from_dict(ckpt["config"]) != cfg:
+        raise ValueError(f"{path} was trained with another config; use the same flags or another --name")
+    saved = ckpt["args"]  # (older checkpoints hold the kept flags only)
+    for k in RESUME_KEPT:
+        if k in saved and saved[k] != getattr(args, k):
+            raise ValueError(f"{path} was trained with --{k.replace('_', '-')} {saved[k]}; use the same or another "
+                             f"--name")
+    if args.train_steps < ckpt["step"]:
+        raise ValueError(f"--train-steps {args.train_steps}, but {path} has done {ckpt['step']} steps already")
+    noted = [f"--{k.replace('_', '-')} {saved[k]:g} -> {getattr(args, k):g}" for k in RESUME_NOTED
              if k in saved and saved[k] != getattr(args, k)]
-    return (kept or [None])[0], noted
+    model.load_state_dict(ckpt["model"])
+    ema.load_state_dict(ckpt["ema"])
+    opt.load_state_dict(ckpt["optimizer"])
+    for group in opt.param_groups:  # the optimizer's state holds the old value
+        group["weight_decay"] = args.weight_decay
+    return ckpt["step"], ckpt.get("time", 0.0), noted
 
 
 def synthetic_note(cats, path):

@@ -20,8 +20,9 @@ For an input <stem>.<ext> it writes into --out (inpainting: <stem>_inpaint_*):
                          categories), as panopticapi's pq_compute reads
   <stem>_instances.json  the things as COCO instances (RLE masks, a score per segment: the fraction of its
                          pixels whose decoded class was its class), as pycocotools' COCO / loadRes read
-  <stem>_overlay.png     the input blended with a colour per segment (hue: class, shade: identity)
+  <stem>_overlay.png     the input blended with a colour per class, white lines between segments
   <stem>_figure.png      input | overlay | the segments in their colours, with a legend of the classes
+                         (inpainting: the sampled pixels hatched, the given ones outlined)
   <stem>_trajectory.png  --trajectory: the predicted mask after steps 1, 2, 4, ... (Fig. 11)
   <stem>_noise.png       --noise-figure: the mask's analog bits noised to several t, b = 1 and 0.1 (Fig. 3)
 --evaluate writes out/eval/: gt/ (the built-in data as COCO panoptic files), per setting the
@@ -42,7 +43,7 @@ import cli
 from cli import Parser, check_device, number_list
 from coco import read_panoptic_png, write_instances_json, write_mask_png, write_panoptic_json
 from evaluate import coco_sweep, sweep_settings, sweep_table, vote_at_image_size
-from figures import colours, noise_panels, overlay, save_figure, save_panels
+from figures import mask_legend, noise_panels, overlay, save_figure, save_panels
 from images import paste_back, read_image, to_grid, to_model_input
 from schedule import time_pairs
 
@@ -125,26 +126,32 @@ def segment(model, path, categories, args, stem):
     write_instances_json(out_path + "_instances.json", {"id": 1, "file_name": os.path.basename(path),
                          "height": size[0], "width": size[1]}, full, categories, decoded[..., 0])
     image = np.asarray(im)
-    shown = overlay(image.astype(np.float32) / 255, full)
+    shown = overlay(image, full)
     Image.fromarray(shown).save(out_path + "_overlay.png")
     classes = [class_of(categories)[s["category_id"]] for s in segments]
     title = ("inpainted" if args.inpaint else "prediction") + f": {cli.plural(args.steps, 'step')}, td={args.td:g}"
-    save_figure(out_path + "_figure.png", (image, shown, overlay(np.zeros(image.shape, np.float32), full, tint=1)),
-                (os.path.basename(path), title, "segments: hue = class, shade = identity"), classes, categories)
+    save_figure(out_path + "_figure.png", (image, shown, overlay(np.zeros_like(image), full, tint=1)),
+                (os.path.basename(path), title, "segments: colour = class, white lines between segments"), classes,
+                categories, void=bool(((full[..., 0] == 0) | (full[..., 1] == 0)).any()),
+                known=known if args.inpaint else None)
     written = ["_panoptic.png", "_panoptic.json", "_instances.json", "_overlay.png", "_figure.png"]
     crop = (slice(0, -(-valid[0] * m // S)), slice(0, -(-valid[1] * m // S)))  # the image's part of the grid
     if args.trajectory:
         times = [t for t, _ in time_pairs(args.steps, args.td)]
         steps_shown = [s for s in range(1, args.steps + 1) if args.steps <= 6 or s & (s - 1) == 0 or s == args.steps]
         small = x[:, :valid[0], :valid[1]].numpy().transpose(1, 2, 0)
-        panels = [(small, "input")] + [(colours(path_masks[s - 1][0].cpu().numpy()[crop]),
-                                        f"step {s}, t={times[s - 1]:.2f}") for s in steps_shown]
+        shown_masks = [path_masks[s - 1][0].cpu().numpy()[crop] for s in steps_shown]
+        panels = [(small, "input")] + [(overlay(np.zeros(p.shape[:2] + (3,), np.uint8), p, tint=1),
+                                        f"step {s}, t={times[s - 1]:.2f}") for s, p in zip(steps_shown, shown_masks)]
         save_panels(out_path + "_trajectory.png", [panels],
-                    f"predicted m_0 across {cli.plural(args.steps, 'step')}, td={args.td:g} (Fig. 11)")
+                    f"the predicted mask m_0 after each step of {args.steps}, td={args.td:g}, before the majority "
+                    f"vote (Fig. 11); white lines between segments", mask_legend(shown_masks, categories, cfg.n_classes))
         written.append("_trajectory.png")
     if args.noise_figure:
-        save_panels(out_path + "_noise.png", noise_panels(mask[0].cpu().numpy()[crop], cfg, args.seed),
-                    "masks noised to time t, m_t = sqrt(gamma(t)) m_0 + sqrt(1 - gamma(t)) eps, bits > 0 (Fig. 3)")
+        rows, decoded = noise_panels(mask[0].cpu().numpy()[crop], cfg, args.seed)
+        save_panels(out_path + "_noise.png", rows,
+                    "the mask's analog bits noised to time t, m_t = sqrt(gamma(t)) m_0 + sqrt(1 - gamma(t)) eps, read "
+                    "back as bit 1 where m_t > 0 (Fig. 3)", mask_legend(decoded, categories, cfg.n_classes))
         written.append("_noise.png")
     names = [categories[c]["name"] for c in classes]
     return f"{path}: {cli.plural(len(segments), 'segment')} ({', '.join(names) or 'none'}) -> {out_path}{{{','.join(written)}}}"

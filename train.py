@@ -39,12 +39,13 @@ import cli
 from batching import Draws, StepBatches, noise_at
 from cli import Parser
 from coco import CocoPanoptic, DataError
-from data import ShapesDataset, ShapesVideoDataset
-from diffusion import PRESETS, Config, Pix2SeqD
+from data import ShapesDataset, ShapesVideoDataset, shapes_video
+from diffusion import PRESETS, Pix2SeqD
 from evaluate import MIN_PIXELS_MASK, pq_on_dataset, pq_row, pq_text, video_clips
 from recipe import COCO_CPU_DEFAULTS, COCO_DEFAULTS, VIDEO_DEFAULTS, ema_update, lr_at
-from stream import video_inputs
+from stream import stream, video_inputs
 
+VIDEO_FRAMES_SHOWN = (0, 2, 4, 7)  # summary.png of a video run: these frames of the first held-out clip
 
 
 def parser():
@@ -206,14 +207,16 @@ def setup_distributed(args):
     return dist.get_rank(), dist.get_world_size()
 
 
-def save_summary(path, log_path, samples, args):
-    """runs/<name>/summary.png: the loss curve and, for image data, samples: the evaluation's
-    (image, gt, pred) triples of the first held-out images."""
+def save_summary(path, log_path, samples, args, categories):
+    """runs/<name>/summary.png: the loss curve and samples: the evaluation's (image, gt, pred)
+    triples of the first held-out images (video: frames of the first held-out clip)."""
     from figures import save_run_figure  # (matplotlib only here)
     with open(log_path) as f:
         rows = [r for r in map(json.loads, f) if "loss" in r]
-    save_run_figure(path, rows, samples, f"{args.name}: {args.train_steps} steps of batch {args.batch_size}")
-    print(f"wrote {path}: loss curve" + (" and samples of held-out images" if samples else ""))
+    save_run_figure(path, rows, samples, f"{args.name}: {args.train_steps} steps of batch {args.batch_size}",
+                    categories, [f"frame {k}" for k in VIDEO_FRAMES_SHOWN] if args.dataset == "shapes-video" else None)
+    print(f"wrote {path}: loss curve and samples of held-out " + ("frames" if args.dataset == "shapes-video" else
+                                                                 "images"))
 
 
 def open_log(run_dir, resume):
@@ -260,30 +263,6 @@ def init_config(args, cfg):
                                ("image_size", "mask_size") if getattr(args, k) is not None}), init_model
 
 
-def resume(args, ckpt_path, cfg, model, ema, opt, rank=0):
-    """--resume: load the run's checkpoint into model, ema and opt; returns (the step to start at, the
-    seconds trained so far). Refuses a change of the flags the run's draws depend on
-    (checkpoint.RESUME_KEPT) and notes each change of the schedule's (RESUME_NOTED)."""
-    if not os.path.isfile(ckpt_path):
-        fail(f"--resume: no checkpoint at {ckpt_path}; train without --resume first")
-    ckpt = checkpoint.read(ckpt_path, args.device)
-    if Config.from_dict(ckpt["config"]) != cfg:
-        fail(f"--resume: {ckpt_path} was trained with another config; use the same flags or another --name")
-    kept, noted = checkpoint.resume_changes(ckpt["args"], args)
-    if kept:
-        fail(f"--resume: {ckpt_path} was trained with {kept}; use the same or another --name")
-    if args.train_steps < ckpt["step"]:
-        fail(f"--resume: --train-steps {args.train_steps}, but {ckpt_path} has done {ckpt['step']} steps already")
-    if noted and rank == 0:
-        print(f"note: --resume from step {ckpt['step']} with {', '.join(noted)} (the schedule changes from there)")
-    model.load_state_dict(ckpt["model"])
-    ema.load_state_dict(ckpt["ema"])
-    opt.load_state_dict(ckpt["optimizer"])
-    for group in opt.param_groups:  # the optimizer's state holds the old value
-        group["weight_decay"] = args.weight_decay
-    return ckpt["step"], ckpt.get("time", 0.0)
-
-
 def build(args):
     """Config, data and model of a run: (cfg, model, train_set, val_set, categories)."""
     cfg = make_config(args)
@@ -315,9 +294,12 @@ def final_eval(args, cfg, ema, val_set, categories, t0):
     torch.manual_seed(args.seed)  # the sampler's noise: the same whatever ran before (workers, resume)
     shown = []
     if cfg.n_past:  # video: stream held-out clips (--steps on the first frame, stream.STEPS_REST on the rest)
-        vid = video_clips(ema, categories, max(1, args.eval_images // 8), seed=args.seed, device=args.device,
-                          steps_first=args.steps, td=args.td, min_pixels=args.min_pixels)
+        kw = dict(steps_first=args.steps, td=args.td, min_pixels=args.min_pixels)
+        vid = video_clips(ema, categories, max(1, args.eval_images // 8), seed=args.seed, device=args.device, **kw)
         res = vid["panoptic"]
+        frames, gt = shapes_video(0, "val", args.seed, 8, 0, cfg.image_size, cfg.mask_size)
+        pred = stream(ema, frames[None].to(args.device), **kw)[0].cpu()
+        shown = [(frames[k].numpy(), gt[k].numpy(), pred[k].numpy()) for k in VIDEO_FRAMES_SHOWN]
     else:
         res = pq_on_dataset(ema, val_set, categories, args.steps, args.td, args.min_pixels, device=args.device,
                             shown=shown)
@@ -366,7 +348,14 @@ def train(args, rank=0, world=1):
     stop = min(args.stop_at or args.train_steps, args.train_steps)
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
-    start, trained = resume(args, ckpt_path, cfg, model, ema, opt, rank) if args.resume else (0, 0.0)
+    start, trained = 0, 0.0
+    if args.resume:
+        try:
+            start, trained, noted = checkpoint.resume(ckpt_path, cfg, args, model, ema, opt)
+        except ValueError as e:
+            fail(f"--resume: {e}")
+        if noted and rank == 0:
+            print(f"note: --resume from step {start} with {', '.join(noted)} (the schedule changes from there)")
     loss_fn = TrainLoss(model)
     if args.compile:
         loss_fn = torch.compile(loss_fn)
@@ -413,7 +402,7 @@ def train(args, rank=0, world=1):
     result, shown = final_eval(args, cfg, ema, val_set, categories, t0)
     log.write(json.dumps(result) + "\n")
     log.flush()  # save_summary reads it back; the lock holds until the figure is written
-    save_summary(os.path.join(run_dir, "summary.png"), os.path.join(run_dir, "log.jsonl"), shown, args)
+    save_summary(os.path.join(run_dir, "summary.png"), os.path.join(run_dir, "log.jsonl"), shown, args, categories)
     log.close()
     if cfg.n_past:
         print(f"video: J&F={100 * result['j_and_f']:.1f} ID={100 * result['identity']:.1f}")

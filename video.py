@@ -25,7 +25,7 @@ from checkpoint import load_model
 from cli import Parser, check_device, make_dir
 from coco import write_mask_png, write_panoptic_json
 from evaluate import video_clips
-from figures import overlay
+from figures import overlay, video_frames
 from images import paste_back, read_frames, to_model_input
 from stream import STEPS_FIRST, STEPS_REST, stream
 
@@ -37,7 +37,9 @@ from stream import STEPS_FIRST, STEPS_REST, stream
 def segment_video(args):
     """The CLI's main path: read, stream, write. Returns the predicted masks at the frames' size
     (list of int[H, W, 2]). The geometry, overlays and COCO files are sample.py's, per frame; a
-    segment's id is 256**2 class + identity, so a track keeps its id from frame to frame."""
+    segment's id is 256**2 class + identity, so a track keeps its id from frame to frame. The
+    overlay PNGs have the frames' size; overlay.gif shows them enlarged to at least 256 pixels on
+    the shorter side (nearest), above a legend of the classes (figures.video_frames)."""
     frames = read_frames(args.input)
     model, ckpt = load_video_model(args.ckpt, args.device)
     make_dir("video.py", args.out)
@@ -51,16 +53,16 @@ def segment_video(args):
     masks = [paste_back(p, (f.height, f.width), v, S) for p, v, f in zip(pred, valid, frames)]
     shown, images, annotations = [], [], []
     for k, (f, m) in enumerate(zip(frames, masks)):
-        shown.append(Image.fromarray(overlay(np.asarray(f, np.float32) / 255, m)))
-        shown[-1].save(os.path.join(args.out, f"frame_{k:04d}_overlay.png"))
+        shown.append(overlay(np.asarray(f), m))
+        Image.fromarray(shown[-1]).save(os.path.join(args.out, f"frame_{k:04d}_overlay.png"))
         name = f"frame_{k:04d}.png"
         segments = write_mask_png(m, os.path.join(args.out, "panoptic", name), categories)
         images.append({"id": k + 1, "file_name": name, "height": f.height, "width": f.width, "frame": k})
         annotations.append({"image_id": k + 1, "file_name": name, "segments_info": segments})
     write_panoptic_json(os.path.join(args.out, "panoptic.json"), images, annotations, categories,
                         "predictions of pix2seq-d video.py")
-    shown[0].save(os.path.join(args.out, "overlay.gif"), save_all=True, append_images=shown[1:], duration=200,
-                  loop=0)
+    gif = video_frames(shown, masks, categories)
+    gif[0].save(os.path.join(args.out, "overlay.gif"), save_all=True, append_images=gif[1:], duration=200, loop=0)
     print(f"{cli.plural(len(frames), 'frame')} ({cli.plural(args.steps_first, 'step')} on the first, "
           f"{args.steps_rest} on each other) -> "
           f"{args.out}/: frame_XXXX_overlay.png, overlay.gif, panoptic/frame_XXXX.png, panoptic.json")
