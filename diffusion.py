@@ -144,6 +144,7 @@ class Config:
     scale: float = 0.1             # b, the input scaling (Table 3)
     p: float = 0.2                 # loss weighting exponent (Table 5)
     loss: str = "ce"               # "ce" (Sec. 3.2) or "l2" (Table 4 baseline)
+    pad_value: float = 0.3         # the grey that fills a non-square image's square (official transforms)
     # image encoder
     resnet_widths: tuple = (64, 128, 256)
     resnet_depths: tuple = (3, 4, 6)
@@ -369,11 +370,20 @@ class Pix2SeqD(nn.Module):
         return majority_vote(mask, c.n_classes, min_pixels)
 
 
+def unreadable(path, e):
+    """The one-line ValueError of load_model for a file it cannot use (torch's unpickling message
+    suggests weights_only=False: never for an untrusted file, so it is not repeated)."""
+    why = "not a torch file of tensors" if isinstance(e, pickle.UnpicklingError) else \
+        f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+    return ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why}): re-create it with train.py")
+
+
 def load_model(path, device="cpu"):
     """A Pix2SeqD with the EMA weights of a checkpoint written by train.py.
 
     Raises FileNotFoundError for a missing file and ValueError for one that is not a
-    pix2seq-d checkpoint (each with a one-line message a CLI can print)."""
+    pix2seq-d checkpoint or one of an older architecture (Config.arch; each with a one-line
+    message a CLI can print)."""
     if os.path.isdir(path):
         raise FileNotFoundError(f"checkpoint {path} is a folder; give the .pt file in it (train.py writes "
                                 f"runs/<name>/ckpt.pt)")
@@ -382,11 +392,15 @@ def load_model(path, device="cpu"):
                                 f"or give the path of an existing one")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-        model = Pix2SeqD(Config.from_dict(ckpt["config"]))
+        cfg = Config.from_dict(ckpt["config"])
+    except Exception as e:  # any unpickling / key problem means the same thing to a user
+        raise unreadable(path, e) from None
+    if cfg.arch != ARCH:
+        raise ValueError(f"{path} holds a model of architecture {cfg.arch}, an older pix2seq-d; this code builds "
+                         f"architecture {ARCH} (the official TransUNet and encoder): retrain it with train.py")
+    try:
+        model = Pix2SeqD(cfg)
         model.load_state_dict(ckpt["ema"])
-    except Exception as e:  # any unpickling / key / shape problem means the same thing to a user
-        # (torch's unpickling message suggests weights_only=False: never for an untrusted file)
-        why = "not a torch file of tensors" if isinstance(e, pickle.UnpicklingError) else \
-            f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
-        raise ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why}): re-create it with train.py") from None
+    except Exception as e:  # a shape or key mismatch: not a checkpoint of this code
+        raise unreadable(path, e) from None
     return model.to(device).eval(), ckpt

@@ -8,7 +8,7 @@ COCO panoptic output, mask inpainting (LDMSeg Sec. 3.3) and PQ sweeps like Fig. 
 
 Geometry: an image of any size and mode (EXIF orientation applied; see read_image) is resized,
 keeping its aspect ratio, so that its longer side is the model's image_size, and padded with
-black at the bottom and right to a square (as coco.CocoPanoptic without jitter). The encoder runs
+the model's Config.pad_value (0.3 grey) at the bottom and right to a square (as coco.CocoPanoptic without jitter). The encoder runs
 once; the decoder runs --steps times (Alg. 2); the mask is decoded, cropped to the image's part,
 resized to the input's size with nearest neighbour and then majority-voted (SPEC), --min-pixels
 counting pixels at that size (the official code's order).
@@ -56,7 +56,7 @@ DEFAULT_CKPT = os.path.join(REPO, "checkpoints", "shapes-tiny.pt")
 def read_image(path):
     """Any image file -> PIL RGB with its EXIF orientation applied. 16/32-bit grey is scaled to 8 bits
     (I;16 by 255/65535; I and F by 255/65535 when above 255, by 255/max above 65535, else as is);
-    transparency is composited on black (the padding's colour); an animated image gives its first
+    transparency is composited on black; an animated image gives its first
     frame, with a note. Raises ValueError with a one-line message."""
     try:
         with Image.open(path) as im:
@@ -78,11 +78,12 @@ def read_image(path):
                          f"give a PNG, JPEG or another format Pillow reads") from None
 
 
-def to_model_input(im, S):
-    """PIL RGB (W x H) -> (float[3, S, S] in [0, 1], (vh, vw) the image's part of the square)."""
+def to_model_input(im, S, pad_value=0.0):
+    """PIL RGB (W x H) -> (float[3, S, S] in [0, 1], (vh, vw) the image's part of the square, the
+    rest filled with pad_value: the model's Config.pad_value)."""
     f = S / max(im.size)
     vw, vh = max(1, round(im.width * f)), max(1, round(im.height * f))
-    x = np.zeros((S, S, 3), np.float32)
+    x = np.full((S, S, 3), pad_value, np.float32)
     x[:vh, :vw] = np.asarray(im.resize((vw, vh), Image.BILINEAR), np.float32) / 255
     return torch.from_numpy(x.transpose(2, 0, 1).copy()), (vh, vw)
 
@@ -161,7 +162,7 @@ def segment(model, path, categories, args, stem):
     S, m = cfg.image_size, cfg.mask_size
     im = read_image(path)
     size = (im.height, im.width)
-    x, valid = to_model_input(im, S)
+    x, valid = to_model_input(im, S, cfg.pad_value)
     kw, keep = {}, None
     if args.inpaint:
         partial, keep = read_partial(args.inpaint, args.segments or os.path.splitext(args.inpaint)[0] + ".json",
@@ -228,7 +229,8 @@ def val_data(cfg, categories, args, root):
             lambda mask, i: mask.repeat(r, 0).repeat(r, 1)
     if args.data_root is None:
         raise ValueError("--data coco needs --data-root DIR, the folder with annotations/ and val2017/")
-    ds = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False)
+    ds = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False,
+                      pad_value=cfg.pad_value)
     if [(v["name"], v["isthing"]) for v in ds.categories.values()] != \
             [(v["name"], v["isthing"]) for v in categories.values()]:
         raise ValueError(f"{args.ckpt} was trained with other classes than {ds.json_path}'s categories; give the "

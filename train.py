@@ -174,8 +174,9 @@ def make_datasets(args, cfg):
     long[S/r, S/r, 2]) at cfg's sizes; val items unpermuted, the first --eval-images of the split."""
     if args.dataset == "coco":
         train_set = CocoPanoptic(args.data_root, "train", cfg.image_size, cfg.mask_size, jitter=tuple(args.jitter),
-                                 flip=not args.no_flip, color=args.color_jitter)
-        val_set = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False)
+                                 flip=not args.no_flip, color=args.color_jitter, pad_value=cfg.pad_value)
+        val_set = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False,
+                               pad_value=cfg.pad_value)
         if val_set.categories != train_set.categories:
             raise DataError(f"{val_set.json_path}: its categories differ from those of {train_set.json_path}")
         val_set = torch.utils.data.Subset(val_set, range(min(args.eval_images, len(val_set))))
@@ -201,6 +202,8 @@ def lr_at(step, args):
 def ema_update(ema, model, decay):
     for e, p in zip(ema.parameters(), model.parameters()):
         e.lerp_(p, 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):  # BatchNorm's statistics (paper preset), as the official EMA
+        e.lerp_(b, 1 - decay) if e.is_floating_point() else e.copy_(b)
 
 
 class TrainLoss(torch.nn.Module):
@@ -343,6 +346,8 @@ def train(args, rank=0, world=1):
         ema.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["optimizer"])
         start = ckpt["step"]
+    if world > 1 and args.device.startswith("cuda"):  # the official BatchNorm is global (SyncBatchNorm: CUDA only)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     loss_fn = TrainLoss(model)
     if args.compile:
         loss_fn = torch.compile(loss_fn)
