@@ -8,10 +8,10 @@ COCO panoptic output, mask inpainting (LDMSeg Sec. 3.3) and PQ sweeps like Fig. 
 
 Geometry: an image of any size and mode (EXIF orientation applied; see read_image) is resized,
 keeping its aspect ratio, so that its longer side is the model's image_size, and padded with
-the model's Config.pad_value (0.3 grey) at the bottom and right to a square (as coco.CocoPanoptic without jitter). The encoder runs
-once; the decoder runs --steps times (Alg. 2); the mask is decoded, cropped to the image's part,
-resized to the input's size with nearest neighbour and then majority-voted (SPEC), --min-pixels
-counting pixels at that size (the official code's order).
+the model's Config.pad_value (0.3 grey) at the bottom and right to a square (as coco.CocoPanoptic
+without jitter). The encoder runs once; the decoder runs --steps times (Alg. 2); the mask is
+decoded, cropped to the image's part, resized to the input's size with nearest neighbour and then
+majority-voted (SPEC), --min-pixels counting pixels at that size (the official code's order).
 
 For an input <stem>.<ext> it writes into --out (inpainting: <stem>_inpaint_*):
   <stem>_panoptic.png    COCO panoptic PNG at the input's size, id = R + 256 G + 256^2 B, 0 = void;
