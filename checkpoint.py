@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from diffusion import Config, Pix2SeqD
+from diffusion import ARCH, Config, Pix2SeqD
 
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
 SHIPPED_IMAGE = os.path.join(SHIPPED, "shapes-tiny.pt")  # the image model, trained on the built-in shapes
@@ -57,10 +57,19 @@ def why(e):
 
 
 def load_model(path, device="cpu"):
-    """(Pix2SeqD with the EMA weights of a checkpoint, in eval mode, the checkpoint dict)."""
+    """(Pix2SeqD with the EMA weights of a checkpoint, in eval mode, the checkpoint dict). A checkpoint
+    of an older architecture (Config.arch) is a one-line ValueError that says so."""
     ckpt = read(path, device)
     try:
-        model = Pix2SeqD(Config.from_dict(ckpt["config"]))
+        cfg = Config.from_dict(ckpt["config"])
+    except Exception as e:  # not a config of this code
+        raise ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why(e)}): re-create it with train.py") \
+            from None
+    if cfg.arch != ARCH:
+        raise ValueError(f"{path} holds a model of architecture {cfg.arch}, an older pix2seq-d; this code builds "
+                         f"architecture {ARCH} (the official TransUNet and encoder): retrain it with train.py")
+    try:
+        model = Pix2SeqD(cfg)
         model.load_state_dict(ckpt["ema"])
     except Exception as e:  # a config or state dict of another shape
         raise ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why(e)}): re-create it with train.py") \

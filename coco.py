@@ -206,8 +206,9 @@ class CocoPanoptic(torch.utils.data.Dataset):
     Geometry (App. B: scale jitter of strength [1, 3] at low resolution): the image is resized,
     keeping its aspect ratio, so that its longer side is s * S, s ~ U(jitter) (s = 1 when jitter
     is None); an S x S window is cropped at a uniform random offset (offset 0 without jitter)
-    and padded with zeros at the bottom and right (void in the mask); with flip, image and mask
-    are mirrored with probability 1/2. The image is resized bilinearly (antialiased); each mask
+    and padded with pad_value at the bottom and right (void in the mask; train.py gives the model's
+    Config.pad_value, the official 0.3 grey); with flip, image and mask are mirrored with
+    probability 1/2. The image is resized bilinearly (antialiased); each mask
     pixel takes the PNG's id at its centre (nearest neighbour) over the same window. color > 0:
     images.color_jitter of that strength on the image's part (official: 1 at low resolution).
     Random draws use torch's global RNG (train.py seeds it per draw). For scoring at the original
@@ -216,7 +217,7 @@ class CocoPanoptic(torch.utils.data.Dataset):
     """
 
     def __init__(self, root, split="train", image_size=256, mask_size=128, jitter=None, flip=False, permute=True,
-                 max_identities=255, color=0.0):
+                 max_identities=255, color=0.0, pad_value=0.0):
         if image_size % mask_size:
             raise ValueError(f"image_size {image_size} must be a multiple of mask_size {mask_size}")
         if jitter is not None and not 0 < jitter[0] <= jitter[1]:
@@ -225,6 +226,7 @@ class CocoPanoptic(torch.utils.data.Dataset):
             raise ValueError(f"color (colour jitter strength) must be >= 0, got {color}")
         self.root, self.split, self.image_size, self.mask_size = root, split, image_size, mask_size
         self.jitter, self.flip, self.permute, self.max_identities, self.color = jitter, flip, permute, max_identities, color
+        self.pad_value = pad_value
         self.records, self.categories = read_coco_panoptic(root, split)
         self.json_path, self.png_dir, self.image_dir = coco_paths(root, split)
         self.checked = set()  # items whose PNG ids were checked against their segments_info
@@ -288,7 +290,7 @@ class CocoPanoptic(torch.utils.data.Dataset):
         gy, gx = image.height / r["height"], image.width / r["width"]  # original -> decoded (draft)
         part = image.resize((vw, vh), Image.BILINEAR,
                             box=(ox / fx * gx, oy / fy * gy, (ox + vw) / fx * gx, (oy + vh) / fy * gy))
-        img = np.zeros((S, S, 3), np.float32)
+        img = np.full((S, S, 3), self.pad_value, np.float32)
         img[:vh, :vw] = color_jitter(np.asarray(part, np.float32) / 255, self.color)
         # the PNG's id at each mask pixel's centre; padding is id 0 (void)
         c = (np.arange(m) + 0.5) * (S // m)

@@ -58,9 +58,13 @@ def ce_and_m_pred(m_logits, target, weights, scale):
     return loss, expected_bits(m_logits, scale)
 
 
+ARCH = 2  # the architecture's version, saved in each checkpoint's config (1: before the official TransUNet)
+
+
 @dataclass
 class Config:
-    """Sizes and knobs. Defaults are the paper's (App. B; SPEC, official details)."""
+    """Sizes and knobs. Defaults are the paper's model as the authors' release builds it (App. B;
+    configs/config_diffusion_panoptic_image.py, train_high_res): 94,492,480 parameters."""
     n_classes: int = 133           # C real classes, ids 1..C (0 is void)
     n_class_bits: int = 8
     n_identity_bits: int = 8
@@ -69,15 +73,19 @@ class Config:
     scale: float = 0.1             # b, the input scaling (Table 3)
     p: float = 0.2                 # loss weighting exponent (Table 5)
     loss: str = "ce"               # "ce" (Sec. 3.2) or "l2" (Table 4 baseline)
+    pad_value: float = 0.3         # the grey that fills a non-square image's square (official transforms)
     # image encoder
     resnet_widths: tuple = (64, 128, 256)
     resnet_depths: tuple = (3, 4, 6)
     resnet_stem: int = 64
     resnet_stem_stride: int = 4    # 2 for small images: ResNet maps at strides 2, 4, 8
+    resnet_norm: str = "batch"     # "batch" (official) or "group"
     enc_dim: int = 512
-    enc_layers: int = 6
+    enc_layers: int = 12           # the release's 12 (the paper's text: 6)
     enc_heads: int = 16
     enc_mlp: int = 2048
+    enc_drop_path: float = 0.1     # drop-path in the encoder's transformer layers, training only
+    enc_drop_units: float = 0.1    # dropout on the ResNet features and inside the encoder's MLPs
     feat_dim: int = 256
     # mask decoder
     dec_base: int = 128
@@ -85,7 +93,10 @@ class Config:
     dec_dim: int = 512
     dec_layers: int = 6
     dec_heads: int = 8
+    zero_init_out: bool = True     # the output conv starts near zero (official) or at PyTorch's default
+    rescale_noisy_input: bool = False  # divide m_t by its standard deviation (Pix2SeqD.decoder_out)
     n_past: int = 0                # past masks fed to the decoder (video, Sec. 3.4: 2)
+    arch: int = ARCH
 
     @property
     def n_bits(self):
@@ -96,7 +107,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, d):
-        d = dict(d)
+        """A saved config; one without `arch` predates the field (architecture 1)."""
+        d = {"arch": 1, **d}
         for k, v in d.items():
             if isinstance(v, list):
                 d[k] = tuple(v)
@@ -104,16 +116,19 @@ class Config:
 
 
 def paper_config(**overrides):
-    """The paper's model: ResNet-50 (to stride 16) + 6 transformer layers; TransUNet decoder."""
+    """The paper's model: ResNet-50 (to stride 16) + 12 transformer layers; TransUNet decoder."""
     return Config(**overrides)
 
 
 def tiny_config(**overrides):
-    """A 3.9M-parameter model that trains on a CPU on the built-in 64x64 shapes in minutes."""
+    """The same architecture sized down to train on a CPU on the built-in 64x64 shapes in minutes,
+    with the choices a short CPU run needs (README, Departures): GroupNorm in the ResNet, no
+    dropout, the output conv at PyTorch's default init, m_t rescaled."""
     c = dict(n_classes=5, n_class_bits=3, n_identity_bits=3, image_size=64, mask_size=32,
              resnet_widths=(16, 32, 64), resnet_depths=(1, 1, 2), resnet_stem=32, resnet_stem_stride=2,
-             enc_dim=128, enc_layers=2, enc_heads=4, enc_mlp=256, feat_dim=64,
-             dec_base=32, dec_mults=(1, 2, 4), dec_dim=128, dec_layers=2, dec_heads=4)
+             resnet_norm="group", enc_dim=128, enc_layers=2, enc_heads=4, enc_mlp=256, enc_drop_path=0.0,
+             enc_drop_units=0.0, feat_dim=64, dec_base=32, dec_mults=(1, 2, 4), dec_dim=128, dec_layers=2,
+             dec_heads=4, zero_init_out=False, rescale_noisy_input=True)
     c.update(overrides)
     return Config(**c)
 
@@ -136,15 +151,14 @@ class Pix2SeqD(nn.Module):
             raise ValueError(f"mask_size {cfg.mask_size} must be divisible by 2**{len(cfg.dec_mults) - 1}")
         if cfg.image_size % (4 * cfg.resnet_stem_stride):
             raise ValueError(f"image_size {cfg.image_size} must be a multiple of {4 * cfg.resnet_stem_stride}")
-        self.encoder = ImageEncoder(cfg.resnet_widths, cfg.resnet_depths, cfg.resnet_stem, cfg.enc_dim,
-                                    cfg.enc_layers, cfg.enc_heads, cfg.enc_mlp, cfg.feat_dim,
-                                    cfg.resnet_stem_stride)
+        if cfg.arch != ARCH:
+            raise ValueError(f"a config of architecture {cfg.arch}; this code builds architecture {ARCH}")
+        self.encoder = ImageEncoder(cfg)
         groups = (cfg.n_class_bits, cfg.n_identity_bits)
         if cfg.loss == "ce" and groups[0] != groups[1]:
             raise ValueError("the ce loss needs equal class and identity bit counts (one logits tensor)")
         out = 2 * 2 ** cfg.n_class_bits if cfg.loss == "ce" else cfg.n_bits
-        self.decoder = MaskDecoder(cfg.n_bits, cfg.feat_dim, cfg.enc_dim, out, cfg.dec_base, cfg.dec_mults,
-                                   cfg.dec_dim, cfg.dec_layers, cfg.dec_heads, cfg.n_past)
+        self.decoder = MaskDecoder(cfg, out)
 
     def encode(self, images):
         """The pixel encoder, run once per image. images: float[B, 3, H, W] in [0, 1]
@@ -160,10 +174,13 @@ class Pix2SeqD(nn.Module):
         """One pass of the mask decoder. m_t: float[B, n_bits, h, w]; t: float[B]. Returns
         m_logits float[B, 2, K, h, w] (ce loss), or m_pred float[B, n_bits, h, w] (l2 loss).
 
-        Departure: m_t is divided by its standard deviation under Eq. 1, sqrt(gamma b^2 + 1 - gamma),
-        before the decoder sees it (a fixed, invertible rescaling given t, as in EDM's c_in). The
-        paper feeds m_t as is; unscaled +-0.1 bits took the tiny model many times longer to learn to
-        read (measured: identity accuracy on clean input 0.25 vs 0.83 after 40 steps)."""
+        cfg.rescale_noisy_input (the tiny preset's departure): m_t is divided by its standard
+        deviation under Eq. 1, sqrt(gamma b^2 + 1 - gamma), before the decoder sees it (a fixed,
+        invertible rescaling given t, as in EDM's c_in; the official code has the option
+        normalize_noisy_input, by the sample's own standard deviation, off in its configs, and this
+        analytic form beside it, commented out). The paper feeds m_t as is; unscaled +-0.1 bits took
+        the tiny model many times longer to learn to read (measured: identity accuracy on clean
+        input 0.25 vs 0.83 after 40 steps)."""
         n_past = self.cfg.n_past * self.cfg.n_bits
         if past is None and n_past:  # a video model without past frames: zeros (Sec. 3.4, first frame)
             past = m_t.new_zeros(m_t.shape[0], n_past, *m_t.shape[2:])
@@ -171,7 +188,7 @@ class Pix2SeqD(nn.Module):
             raise ValueError(f"past must have {n_past} channels (n_past={self.cfg.n_past} masks of "
                              f"{self.cfg.n_bits} bits), got {list(past.shape)}")
         g = gamma_of(t, m_t)  # float64[B, 1, 1, 1]
-        m_in = m_t / (g * self.cfg.scale ** 2 + 1 - g).sqrt().to(m_t.dtype)
+        m_in = m_t / (g * self.cfg.scale ** 2 + 1 - g).sqrt().to(m_t.dtype) if self.cfg.rescale_noisy_input else m_t
         out = self.decoder(m_in, *h, g.view(-1).to(m_t.dtype), past)
         B, _, H, W = out.shape
         return out.view(B, 2, 2 ** self.cfg.n_class_bits, H, W) if self.cfg.loss == "ce" else out

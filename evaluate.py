@@ -127,7 +127,7 @@ def val_data(cfg, categories, data, n, root, data_root=None, ckpt="the checkpoin
             lambda mask, i: mask.repeat(r, 0).repeat(r, 1)
     if data_root is None:
         raise ValueError("--data coco needs --data-root DIR, the folder with annotations/ and val2017/")
-    ds = CocoPanoptic(data_root, "val", cfg.image_size, cfg.mask_size, permute=False)
+    ds = CocoPanoptic(data_root, "val", cfg.image_size, cfg.mask_size, permute=False, pad_value=cfg.pad_value)
     if [(v["name"], v["isthing"]) for v in ds.categories.values()] != \
             [(v["name"], v["isthing"]) for v in categories.values()]:
         raise ValueError(f"{ckpt} was trained with other classes than {ds.json_path}'s categories; give the "

@@ -3,7 +3,7 @@ sample.py, video.py and the COCO reader share, and the colour jitter of training
 
 The geometry (the official code's, App. B without jitter): an image is resized, keeping its
 aspect ratio, so that its longer side is the model's image_size S (times a jitter scale in
-training), and padded with black at the bottom and right to S x S. A mask predicted on that
+training), and padded at the bottom and right to S x S with the model's Config.pad_value. A mask predicted on that
 square is pasted back to the image's own size with nearest neighbour: each image pixel takes the
 mask pixel its centre falls in.
 """
@@ -22,7 +22,7 @@ FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg")
 def read_image(path):
     """Any image file -> PIL RGB with its EXIF orientation applied. 16/32-bit grey is scaled to 8 bits
     (I;16 by 255/65535; I and F by 255/65535 when above 255, by 255/max above 65535, else as is);
-    transparency is composited on black (the padding's colour); an animated image gives its first
+    transparency is composited on black; an animated image gives its first
     frame, with a note. Raises ValueError with a one-line message."""
     try:
         with Image.open(path) as im:
@@ -80,10 +80,11 @@ def scaled_size(height, width, S, scale=1.0):
     return max(1, round(height * f)), max(1, round(width * f))
 
 
-def to_model_input(im, S):
-    """PIL RGB (W x H) -> (float[3, S, S] in [0, 1], (vh, vw) the image's part of the square)."""
+def to_model_input(im, S, pad_value=0.0):
+    """PIL RGB (W x H) -> (float[3, S, S] in [0, 1], (vh, vw) the image's part of the square, the
+    rest filled with pad_value: the model's Config.pad_value)."""
     vh, vw = scaled_size(im.height, im.width, S)
-    x = np.zeros((S, S, 3), np.float32)
+    x = np.full((S, S, 3), pad_value, np.float32)
     x[:vh, :vw] = np.asarray(im.resize((vw, vh), Image.BILINEAR), np.float32) / 255
     return torch.from_numpy(x.transpose(2, 0, 1).copy()), (vh, vw)
 

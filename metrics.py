@@ -3,7 +3,7 @@ as scored by the official evaluator, panopticapi's pq_compute) and J&F for video
 definitions, unsupervised protocol), as reported in the paper's Tables 1 and 2.
 
 PQ has one matching implementation, `PanopticQuality._count`; `PanopticQuality.update` (masks
-`[H, W, 2]`, SPEC conventions) and `pq_from_coco_files` (COCO panoptic JSON + PNGs) only turn
+`[H, W, 2]`: class, identity) and `pq_from_coco_files` (COCO panoptic JSON + PNGs) only turn
 their input into segment indices per pixel and per-segment attributes, then call it.
 """
 import json

@@ -33,6 +33,9 @@ def lr_at(step, args):
 
 @torch.no_grad()
 def ema_update(ema, model, decay):
-    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter, and BatchNorm's running
+    statistics too (the paper preset's ResNet), as the official EMA averages every variable."""
     for e, p in zip(ema.parameters(), model.parameters()):
         e.lerp_(p, 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.lerp_(b, 1 - decay) if e.is_floating_point() else e.copy_(b)

@@ -8,8 +8,8 @@ COCO panoptic output, mask inpainting (LDMSeg Sec. 3.3) and PQ sweeps like Fig. 
 
 Geometry: an image of any size and mode (EXIF orientation applied; see read_image) is resized,
 keeping its aspect ratio, so that its longer side is the model's image_size, and padded with
-black at the bottom and right to a square (as coco.CocoPanoptic without jitter). The encoder runs
-once; the decoder runs --steps times (Alg. 2); the mask is decoded, cropped to the image's part,
+the model's Config.pad_value (the official 0.3 grey) at the bottom and right to a square (as
+coco.CocoPanoptic without jitter). The encoder runs once; the decoder runs --steps times (Alg. 2); the mask is decoded, cropped to the image's part,
 resized to the input's size with nearest neighbour and then majority-voted, once, --min-pixels
 counting pixels at that size (the official code's order; evaluate.vote_at_image_size).
 
@@ -98,7 +98,7 @@ def segment(model, path, categories, args, stem):
     S, m = cfg.image_size, cfg.mask_size
     im = read_image(path)
     size = (im.height, im.width)
-    x, valid = to_model_input(im, S)
+    x, valid = to_model_input(im, S, cfg.pad_value)
     kw, keep = {}, None
     if args.inpaint:
         partial, keep = read_partial(args.inpaint, args.segments or os.path.splitext(args.inpaint)[0] + ".json",

@@ -169,8 +169,9 @@ def make_datasets(args, cfg):
     long[S/r, S/r, 2]) at cfg's sizes; val items unpermuted, the first --eval-images of the split."""
     if args.dataset == "coco":
         train_set = CocoPanoptic(args.data_root, "train", cfg.image_size, cfg.mask_size, jitter=tuple(args.jitter),
-                                 flip=not args.no_flip, color=args.color_jitter)
-        val_set = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False)
+                                 flip=not args.no_flip, color=args.color_jitter, pad_value=cfg.pad_value)
+        val_set = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False,
+                               pad_value=cfg.pad_value)
         if val_set.categories != train_set.categories:
             raise DataError(f"{val_set.json_path}: its categories differ from those of {train_set.json_path}")
         val_set = torch.utils.data.Subset(val_set, range(min(args.eval_images, len(val_set))))
@@ -356,6 +357,8 @@ def train(args, rank=0, world=1):
             fail(f"--resume: {e}")
         if noted and rank == 0:
             print(f"note: --resume from step {start} with {', '.join(noted)} (the schedule changes from there)")
+    if world > 1 and args.device.startswith("cuda"):  # the official BatchNorm is global (SyncBatchNorm: CUDA only)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     loss_fn = TrainLoss(model)
     if args.compile:
         loss_fn = torch.compile(loss_fn)

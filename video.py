@@ -46,7 +46,7 @@ def segment_video(args):
     make_dir("video.py", os.path.join(args.out, "panoptic"), "--out (its panoptic/)")
     categories = checkpoint.categories(ckpt, args.ckpt, model.cfg)
     S = model.cfg.image_size
-    x, valid = zip(*(to_model_input(f, S) for f in frames))
+    x, valid = zip(*(to_model_input(f, S, model.cfg.pad_value) for f in frames))
     torch.manual_seed(args.seed)
     pred = stream(model, torch.stack(x)[None].to(args.device), args.steps_first, args.steps_rest, args.td,
                   args.min_pixels)[0].cpu().numpy()

@@ -1,4 +1,6 @@
 """Pix2SeqD as a whole: shapes, bad input, the kernel path against the reference path, inpainting."""
+import math
+
 import pytest
 import torch
 
@@ -119,9 +121,84 @@ def test_group_norm_fits_any_width():
     assert [norm(c).num_groups for c in (8, 16, 32, 64, 128, 256, 512)] == [2, 4, 8, 16, 32, 32, 32]
 
 
-def test_paper_preset_parameter_count():
-    n = sum(p.numel() for p in Pix2SeqD(paper_config()).parameters())
-    assert 60e6 < n < 100e6  # the paper reports 94.5M; see README for this implementation's count
+def n_params(*modules):
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+def test_paper_preset_is_the_official_model_component_by_component():
+    """The counts of the authors' TensorFlow build of configs/config_diffusion_panoptic_image.py
+    (train_high_res): the same layers, not a padded total (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = Pix2SeqD(paper_config())
+    e, d = model.encoder, model.decoder
+    counts = {
+        "resnet": n_params(e.resnet), "projection + layernorm": n_params(e.proj, e.proj_ln),
+        "output layernorm": n_params(e.ln), "12 encoder layers": n_params(e.layers),
+        "merge blocks": (n_params(e.up_out), n_params(e.up4), n_params(e.up8)),
+        "time mlp": n_params(d.t_mlp), "conv_in + gn": n_params(d.conv_in, d.norm_in),
+        "down res blocks": n_params(d.down), "down resampling": n_params(d.down_convs),
+        "bottleneck in": n_params(d.norm_mid_in, d.conv_mid_in), "time token": n_params(d.t_token),
+        "6 blocks": n_params(d.blocks), "bottleneck out": n_params(d.norm_mid_out, d.conv_mid_out),
+        "up res blocks": n_params(d.up), "up resampling": n_params(d.up_convs),
+        "output head": n_params(d.norm_out, d.conv_out),
+        "encoder": n_params(e.resnet, e.proj, e.proj_ln, e.layers, e.ln),
+        "merge": n_params(e.up8, e.up4, e.up_out), "decoder": n_params(d), "total": n_params(model)}
+    assert counts == {
+        "resnet": 8_543_296, "projection + layernorm": 525_824, "output layernorm": 1_024,
+        "12 encoder layers": 37_828_608, "merge blocks": (656_896, 722_432, 2_624_512),
+        "time mlp": 328_704, "conv_in + gn": 35_200, "down res blocks": 3_479_552, "down resampling": 885_248,
+        "bottleneck in": 132_096, "time token": 262_656, "6 blocks": 25_224_192, "bottleneck out": 263_680,
+        "up res blocks": 11_584_512, "up resampling": 1_327_744, "output head": 66_304,
+        "encoder": 46_898_752, "merge": 4_003_840, "decoder": 43_589_888, "total": 94_492_480}
+    assert isinstance(e.resnet.stem[1], torch.nn.BatchNorm2d) and e.layers[0].drop_path == 0.1
+
+
+@pytest.mark.parametrize("h, w", [(2, 3), (4, 4), (7, 5), (16, 64)])
+def test_positions_are_normalised_to_the_grid(h, w):
+    """Official sin-cos codes: coordinates scaled to [0, 2 pi], so the first and last row (column)
+    get the same codes at any grid size; the row's codes come first. The decoder uses the same."""
+    import decoder
+    import encoder
+    dim = 16
+    pos = encoder.sincos_2d(h, w, dim).view(h, w, dim)
+    f = 1 / 10000 ** (torch.arange(dim // 4) * 4 / dim)
+    ends = {0: torch.cat([torch.zeros(dim // 4), torch.ones(dim // 4)]),
+            -1: torch.cat([(2 * math.pi * f).sin(), (2 * math.pi * f).cos()])}
+    for i, code in ends.items():
+        assert torch.allclose(pos[i, :, :dim // 2], code.expand(w, -1), atol=1e-5)  # row i
+        assert torch.allclose(pos[:, i, dim // 2:], code.expand(h, -1), atol=1e-5)  # column i
+    assert decoder.sincos_2d is encoder.sincos_2d
+
+
+def test_residual_blocks_start_as_their_scaled_shortcut():
+    """(x + shortcut) / sqrt(2) with the second conv near zero: a new block passes x / sqrt(2)."""
+    from decoder import ResBlock
+    block = ResBlock(8, 8, 16)
+    x = torch.randn(2, 8, 4, 4)
+    assert torch.allclose(block(x, torch.randn(2, 16)), x / math.sqrt(2), atol=1e-3)
+
+
+def test_encoder_dropout_only_in_training():
+    torch.manual_seed(0)
+    model = Pix2SeqD(tiny_config(mask_size=16, image_size=32, enc_drop_path=0.5, enc_drop_units=0.5))
+    images = torch.rand(2, 3, 32, 32)
+    a, b = model.encode(images)[1], model.encode(images)[1]
+    assert not torch.equal(a, b)
+    model.eval()
+    assert torch.equal(model.encode(images)[1], model.encode(images)[1])
+
+
+def test_checkpoint_of_an_older_architecture_is_one_line(tmp_path):
+    """A checkpoint saved before Config.arch existed (architecture 1) names the problem in one line
+    instead of a shape-mismatch traceback."""
+    from checkpoint import load_model
+    old = {k: v for k, v in tiny_config().to_dict().items()
+           if k not in ("arch", "resnet_norm", "enc_drop_path", "enc_drop_units", "zero_init_out",
+                        "rescale_noisy_input")}
+    torch.save({"config": old, "ema": {}}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="architecture 1") as e:
+        load_model(str(tmp_path / "old.pt"))
+    assert "\n" not in str(e.value) and "retrain" in str(e.value)
 
 
 def test_video_model_without_past_uses_zeros_and_rejects_wrong_past():

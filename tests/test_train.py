@@ -225,3 +225,16 @@ def test_init_at_another_resolution(tmp_path):
     assert (cfg["image_size"], cfg["mask_size"]) == (128, 64)
     r = run_cli(*args[:4], "--init", ckpt, "--loss", "l2", "--train-steps", "1")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--loss l2" in r.stderr
+
+
+def test_ema_follows_batch_norm_statistics():
+    """The paper preset's ResNet has BatchNorm: the EMA model averages its running statistics too
+    (as the official EMA averages every variable), so evaluation does not read the initial ones."""
+    import copy
+    torch.manual_seed(0)
+    model = Pix2SeqD(tiny_config(image_size=32, mask_size=16, resnet_norm="batch"))
+    ema = copy.deepcopy(model).eval()
+    model.encode(torch.rand(2, 3, 32, 32) * 4)  # a training-mode pass moves the running statistics
+    recipe.ema_update(ema, model, 0.5)
+    bn, bn_ema = model.encoder.resnet.stem[1], ema.encoder.resnet.stem[1]
+    assert torch.allclose(bn_ema.running_mean, 0.5 * bn.running_mean) and bn_ema.num_batches_tracked == 1
