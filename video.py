@@ -26,7 +26,7 @@ from cli import Parser, check_device, make_dir
 from coco import write_mask_png, write_panoptic_json
 from evaluate import video_clips
 from figures import overlay, video_frames
-from images import paste_back, read_frames, to_model_input
+from images import paste_back, read_frames, size_note, to_model_input
 from stream import STEPS_FIRST, STEPS_REST, stream
 
 
@@ -46,6 +46,9 @@ def segment_video(args):
     make_dir("video.py", os.path.join(args.out, "panoptic"), "--out (its panoptic/)")
     categories = checkpoint.categories(ckpt, args.ckpt, model.cfg)
     S = model.cfg.image_size
+    note = size_note(f"{args.input} (each frame)", frames[0].width, frames[0].height, S, len(frames))
+    if note:
+        print(note, file=sys.stderr)
     x, valid = zip(*(to_model_input(f, S) for f in frames))
     torch.manual_seed(args.seed)
     pred = stream(model, torch.stack(x)[None].to(args.device), args.steps_first, args.steps_rest, args.td,
