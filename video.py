@@ -38,8 +38,9 @@ def segment_video(args):
     """The CLI's main path: read, stream, write. Returns the predicted masks at the frames' size
     (list of int[H, W, 2]). The geometry, overlays and COCO files are sample.py's, per frame; a
     segment's id is 256**2 class + identity, so a track keeps its id from frame to frame. The
-    overlay PNGs have the frames' size; overlay.gif shows them enlarged to at least 256 pixels on
-    the shorter side (nearest), above a legend of the classes (figures.video_frames)."""
+    overlays (frame_XXXX_overlay.png and overlay.gif) are enlarged to at least 256 pixels on the
+    shorter side (nearest), above a legend of the classes (figures.video_frames); the panoptic
+    PNGs keep the frames' size."""
     frames = read_frames(args.input)
     model, ckpt = load_video_model(args.ckpt, args.device)
     make_dir("video.py", args.out)
@@ -57,7 +58,6 @@ def segment_video(args):
     shown, images, annotations = [], [], []
     for k, (f, m) in enumerate(zip(frames, masks)):
         shown.append(overlay(np.asarray(f), m))
-        Image.fromarray(shown[-1]).save(os.path.join(args.out, f"frame_{k:04d}_overlay.png"))
         name = f"frame_{k:04d}.png"
         segments = write_mask_png(m, os.path.join(args.out, "panoptic", name), categories)
         images.append({"id": k + 1, "file_name": name, "height": f.height, "width": f.width, "frame": k})
@@ -65,6 +65,8 @@ def segment_video(args):
     write_panoptic_json(os.path.join(args.out, "panoptic.json"), images, annotations, categories,
                         "predictions of pix2seq-d video.py")
     gif = video_frames(shown, masks, categories)
+    for k, frame in enumerate(gif):
+        frame.save(os.path.join(args.out, f"frame_{k:04d}_overlay.png"))
     gif[0].save(os.path.join(args.out, "overlay.gif"), save_all=True, append_images=gif[1:], duration=200, loop=0)
     print(f"{cli.plural(len(frames), 'frame')} ({cli.plural(args.steps_first, 'step')} on the first, "
           f"{args.steps_rest} on each other) -> "

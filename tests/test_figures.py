@@ -69,7 +69,8 @@ def test_inpainting_figure_hatches_the_sampled_pixels(tmp_path):
 def test_run_summary_legend_is_the_colours_of_its_masks(tmp_path):
     gt, pred = example_mask(32, 32), example_mask(32, 32)
     pred[:3] = (7, 1)
-    image = np.zeros((3, 64, 64), np.float32)
+    gt[-4:, :5] = (0, 0)  # void
+    image = np.full((3, 64, 64), 0.5, np.float32)  # void must be drawn black, not as the input
     fig = figures.save_run_figure(tmp_path / "s.png", [{"step": s, "loss": 1 / (1 + s)} for s in range(30)],
                                   [(image, gt, pred)], "run", CATS)
     shown = np.concatenate([np.asarray(a.get_images()[0].get_array()).reshape(-1, 3) for a in fig.axes[2:4]])
