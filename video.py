@@ -25,7 +25,7 @@ from checkpoint import load_model
 from cli import Parser, check_device, make_dir
 from coco import write_mask_png, write_panoptic_json
 from evaluate import video_clips
-from figures import overlay, video_frames
+from figures import video_frames
 from images import paste_back, read_frames, size_note, to_model_input
 from stream import STEPS_FIRST, STEPS_REST, stream
 
@@ -38,9 +38,9 @@ def segment_video(args):
     """The CLI's main path: read, stream, write. Returns the predicted masks at the frames' size
     (list of int[H, W, 2]). The geometry, overlays and COCO files are sample.py's, per frame; a
     segment's id is 256**2 class + identity, so a track keeps its id from frame to frame. The
-    overlays (frame_XXXX_overlay.png and overlay.gif) are enlarged to at least 256 pixels on the
-    shorter side (nearest), above a legend of the classes (figures.video_frames); the panoptic
-    PNGs keep the frames' size."""
+    overlays (frame_XXXX_overlay.png and overlay.gif: the overlay beside the segments' colours)
+    are enlarged to at least 256 pixels on the shorter side (nearest), above a legend of the
+    classes (figures.video_frames); the panoptic PNGs keep the frames' size."""
     frames = read_frames(args.input)
     model, ckpt = load_video_model(args.ckpt, args.device)
     make_dir("video.py", args.out)
@@ -55,16 +55,15 @@ def segment_video(args):
     pred = stream(model, torch.stack(x)[None].to(args.device), args.steps_first, args.steps_rest, args.td,
                   args.min_pixels)[0].cpu().numpy()
     masks = [paste_back(p, (f.height, f.width), v, S) for p, v, f in zip(pred, valid, frames)]
-    shown, images, annotations = [], [], []
+    images, annotations = [], []
     for k, (f, m) in enumerate(zip(frames, masks)):
-        shown.append(overlay(np.asarray(f), m))
         name = f"frame_{k:04d}.png"
         segments = write_mask_png(m, os.path.join(args.out, "panoptic", name), categories)
         images.append({"id": k + 1, "file_name": name, "height": f.height, "width": f.width, "frame": k})
         annotations.append({"image_id": k + 1, "file_name": name, "segments_info": segments})
     write_panoptic_json(os.path.join(args.out, "panoptic.json"), images, annotations, categories,
                         "predictions of pix2seq-d video.py")
-    gif = video_frames(shown, masks, categories)
+    gif = video_frames([np.asarray(f) for f in frames], masks, categories)
     for k, frame in enumerate(gif):
         frame.save(os.path.join(args.out, f"frame_{k:04d}_overlay.png"))
     gif[0].save(os.path.join(args.out, "overlay.gif"), save_all=True, append_images=gif[1:], duration=200, loop=0)
