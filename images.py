@@ -44,6 +44,14 @@ def _size(path):
         Image.MAX_IMAGE_PIXELS = limit
 
 
+def too_large(path):
+    """The ValueError for an image over Pillow's decompression-bomb limit: its size, the limit, what to do."""
+    w, h = _size(path)
+    return ValueError(f"{path}: {w}x{h} = {w * h / 1e6:.0f} megapixels, too large to read (the limit is "
+                      f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, Pillow's guard against decompression "
+                      f"bombs); downscale it first, e.g. to 4096 px on the longer side")
+
+
 def _to_rgb(im, path):
     """read_image's conversions of an open image."""
     if getattr(im, "n_frames", 1) > 1:
@@ -73,10 +81,7 @@ def read_image(path):
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file; give the path of an image (PNG, JPEG, ...)") from None
     except Image.DecompressionBombError:
-        w, h = _size(path)
-        raise ValueError(f"{path}: {w}x{h} = {w * h / 1e6:.0f} megapixels, too large to read (the limit is "
-                         f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, Pillow's guard against decompression "
-                         f"bombs); downscale it first, e.g. to 4096 px on the longer side") from None
+        raise too_large(path) from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {str(e).splitlines()[0][:150]}); "
                          f"give a PNG, JPEG or another format Pillow reads") from None
@@ -97,6 +102,8 @@ def read_frames(path):
             with Image.open(path) as im:
                 n_frames = getattr(im, "n_frames", 1)
                 images = [f.convert("RGB") for f in ImageSequence.Iterator(im)]
+        except Image.DecompressionBombError:
+            raise too_large(path) from None
         except (OSError, ValueError) as e:
             if path.lower().endswith(".gif"):
                 raise ValueError(f"{path}: not a readable GIF ({type(e).__name__}: "
