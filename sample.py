@@ -153,7 +153,8 @@ def segment(model, path, categories, args, stem):
                                         f"step {s}, t={times[s - 1]:.2f}") for s, p in zip(steps_shown, shown_masks)]
         save_panels(out_path + "_trajectory.png", [panels],
                     f"the predicted mask m_0 after each step of {args.steps}, td={args.td:g}, before the majority "
-                    f"vote (Fig. 11); white lines between segments", mask_legend(shown_masks, categories, cfg.n_classes))
+                    f"vote (Fig. 11); white lines between segments",
+                    mask_legend(shown_masks, categories, cfg.n_classes))
         written.append("_trajectory.png")
     if args.noise_figure:
         rows, decoded = noise_panels(mask[0].cpu().numpy()[crop], cfg, args.seed)

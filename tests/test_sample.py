@@ -62,7 +62,8 @@ def check_instances(path, ids, panoptic):
     from pycocotools.coco import COCO
     coco = COCO(path)
     things = {c["id"] for c in panoptic["categories"] if c["isthing"]}
-    want = {s["id"]: s["category_id"] for s in panoptic["annotations"][0]["segments_info"] if s["category_id"] in things}
+    segments = panoptic["annotations"][0]["segments_info"]
+    want = {s["id"]: s["category_id"] for s in segments if s["category_id"] in things}
     got = []
     for ann in coco.anns.values():
         pixels = rle.decode(coco.annToRLE(ann)).astype(bool)
