@@ -29,6 +29,13 @@ def save(path, state):
     os.replace(tmp, path)
 
 
+def save_run(path, model, ema, opt, step, args, categories, seconds):
+    """train.py's checkpoint of a run after `step` steps and `seconds` of training."""
+    save(path, {"config": model.cfg.to_dict(), "ema": ema.state_dict(), "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "step": step, "args": run_args(args), "time": seconds,
+                "categories": {str(k): v for k, v in categories.items()}})
+
+
 def read(path, device="cpu"):
     """The checkpoint dict. Raises FileNotFoundError for a missing file and ValueError for one that
     is not a pix2seq-d checkpoint (each with a one-line message a CLI can print)."""

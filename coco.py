@@ -23,11 +23,14 @@ from images import color_jitter, paste_back, scaled_size
 
 def write_panoptic_png(ids, path):
     """Save int[H, W] segment ids (< 256^3) as a COCO panoptic PNG: R + 256 G + 256^2 B = id."""
-    ids = np.asarray(ids, dtype=np.int64)
+    ids = np.asarray(ids)
+    ids = ids if np.issubdtype(ids.dtype, np.integer) else ids.astype(np.int64)
     if ids.size and (ids.min() < 0 or ids.max() >= 256 ** 3):
         raise ValueError(f"{path}: segment ids must lie in [0, 256^3) to fit a COCO panoptic PNG, "
                          f"got [{ids.min()}, {ids.max()}] (a class id >= 256 gives ids beyond it)")
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2], -1).astype(np.uint8)
+    rgb = np.empty(ids.shape + (3,), np.uint8)
+    for k in range(3):  # channel by channel: no int64 copies of the whole image
+        rgb[..., k] = (ids >> (8 * k)) & 255
     Image.fromarray(rgb).save(path)
 
 
@@ -51,30 +54,42 @@ def read_panoptic_png(path):
     return rgb_to_ids(read_panoptic_rgb(path))
 
 
+def segment_keys(mask):
+    """mask: int[H, W, 2] -> (key int[H, W] = class * width + identity, width, the pixel count of each
+    key, [(key, class, identity)] of the segments present in key order, i.e. in the order of
+    256^2 class + identity): a dense numbering of the (class, identity) pairs, so that segments are
+    counted with one bincount, not a sort of the whole image."""
+    width = int(mask[..., 1].max(initial=0)) + 1
+    dtype = np.int32 if (int(mask[..., 0].max(initial=0)) + 1) * width < 2 ** 31 else np.int64
+    key = mask[..., 0].astype(dtype) * width
+    key += mask[..., 1].astype(dtype)
+    counts = np.bincount(key.ravel())
+    present = [(k, k // width, k % width) for k in np.flatnonzero(counts).tolist() if k // width and k % width]
+    return key, width, counts, present
+
+
 def write_mask_png(mask, path, categories, keep=None):
     """mask: int[H, W, 2] -> the COCO panoptic PNG at path; returns its segments_info. A segment is a
     (class, identity) pair with neither 0; its id is keep[(class, identity)] if given, else
     256^2 class + identity, moved up to the next free id if keep took that one. Its JSON category
     id is categories[class]["id"] when given (classes read from COCO), else the class itself."""
     keep = keep or {}
-    cls, ident = mask[..., 0].astype(np.int64), mask[..., 1].astype(np.int64)
-    natural = np.where((cls > 0) & (ident > 0), 256 ** 2 * cls + ident, 0)
-    ids = np.zeros_like(natural)
+    key, width, counts, present = segment_keys(mask)
+    lut = np.zeros(len(counts), np.int64)  # key -> segment id (0: void)
     used, segments = set(keep.values()), []
-    for n in np.unique(natural[natural > 0]).tolist():
-        c, i = divmod(n, 256 ** 2)
+    for k, c, i in present:
         sid = keep.get((c, i))
         if sid is None:
-            sid = n
+            sid = 256 ** 2 * c + i
             while sid in used:
                 sid += 1
         used.add(sid)
-        ys, xs = np.nonzero(natural == n)
-        ids[ys, xs] = sid
-        segments.append({"id": sid, "category_id": categories[c].get("id", c), "iscrowd": 0, "area": len(ys),
-                         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
-                                  int(ys.max() - ys.min() + 1)]})
-    write_panoptic_png(ids, path)
+        lut[k] = sid
+        pixels = key == k
+        ys, xs = np.flatnonzero(pixels.any(1)), np.flatnonzero(pixels.any(0))
+        segments.append({"id": sid, "category_id": categories[c].get("id", c), "iscrowd": 0, "area": int(counts[k]),
+                         "bbox": [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]})
+    write_panoptic_png(lut[key], path)
     return segments
 
 
@@ -97,14 +112,13 @@ def write_instances_json(path, image, mask, categories, classes_before_vote=None
     file loads with pycocotools' COCO(path); its "annotations" list with COCO.loadRes against a
     ground truth. image: {"id", "file_name", "height", "width"}. Returns the annotations."""
     from pycocotools import mask as rle  # (only this writer needs it)
-    cls, ident = mask[..., 0].astype(np.int64), mask[..., 1].astype(np.int64)
-    things = np.array([c in categories and bool(categories[c]["isthing"]) for c in range(int(cls.max()) + 1)])
-    key = np.where(things[cls] & (ident > 0), cls * 256 ** 2 + ident, 0)
+    key, _, _, present = segment_keys(mask)
     annotations = []
-    for n in np.unique(key[key > 0]).tolist():
-        c = n // 256 ** 2
-        pixels = key == n
-        encoded = rle.encode(np.asfortranarray(pixels.astype(np.uint8)))
+    for k, c, _ in present:
+        if c not in categories or not categories[c]["isthing"]:
+            continue
+        pixels = key == k
+        encoded = rle.encode(np.asfortranarray(pixels.view(np.uint8)))
         score = 1.0 if classes_before_vote is None else float((classes_before_vote[pixels] == c).mean())
         annotations.append({"id": len(annotations) + 1, "image_id": image["id"],
                             "category_id": categories[c].get("id", c), "iscrowd": 0, "score": round(score, 4),

@@ -178,8 +178,9 @@ def save_run_figure(path, log_rows, samples, title, categories, row_labels=None)
         image = np.asarray(image, np.float32).transpose(1, 2, 0)
         r = image.shape[0] // gt.shape[0]  # mask pixel -> r x r image pixels (nearest)
         gt, pred = (m.repeat(r, 0).repeat(r, 1) for m in (gt, pred))
-        for j, (im, caption) in enumerate([(image, "input"), (overlay(image, gt, tint=1), "ground truth"),
-                                           (overlay(image, pred, tint=1), "sample")]):
+        black = np.zeros_like(image)  # void: black, as the legend says
+        for j, (im, caption) in enumerate([(image, "input"), (overlay(black, gt, tint=1), "ground truth"),
+                                           (overlay(black, pred, tint=1), "sample")]):
             a = fig.add_subplot(grid[k, 1 + j])
             a.imshow(im, interpolation="nearest")
             a.set_title(caption, fontsize=8)
@@ -193,30 +194,39 @@ def save_run_figure(path, log_rows, samples, title, categories, row_labels=None)
     return fig
 
 
-def legend_strip(classes, categories, width):
-    """uint8[h, width, 3]: a colour square and the name of each class, in rows on black, for frames."""
+def legend_strip(classes, categories, width, void=False):
+    """uint8[h, width, 3]: a colour square and the name of each class (and black "void"), in rows on
+    dark grey, for the frames of a video."""
     font = ImageFont.load_default(14)
-    items, x, y, rows = [], 6, 4, 1
-    for c in sorted(set(classes)):
-        w = 22 + int(font.getlength(categories[c]["name"])) + 14
+    entries = [(tuple((PALETTE[c] * 255).round().astype(int).tolist()), categories[c]["name"])
+               for c in sorted(set(classes))] + [((0, 0, 0), "void")] * void
+    items, x, y = [], 6, 4
+    for colour, name in entries:
+        w = 34 + int(font.getlength(name))
         if x + w > width and x > 6:
-            x, y, rows = 6, y + 20, rows + 1
-        items.append((x, y, c))
+            x, y = 6, y + 20
+        items.append((x, y, colour, name))
         x += w
-    strip = Image.new("RGB", (width, 8 + 20 * rows))
+    strip = Image.new("RGB", (width, y + 24), (48, 48, 48))
     draw = ImageDraw.Draw(strip)
-    for x, y, c in items:
-        draw.rectangle([x, y + 2, x + 14, y + 16], fill=tuple((PALETTE[c] * 255).round().astype(int).tolist()))
-        draw.text((x + 20, y + 1), categories[c]["name"], fill="white", font=font)
+    for x, y, colour, name in items:
+        draw.rectangle([x, y + 2, x + 14, y + 16], fill=colour, outline=(160, 160, 160))
+        draw.text((x + 20, y + 1), name, fill="white", font=font)
     return np.asarray(strip)
 
 
-def video_frames(shown, masks, categories, min_side=256):
-    """A video's overlays (uint8[H, W, 3] each) as frames of an animated image a person can watch:
-    enlarged by a whole factor (nearest) until the shorter side is at least min_side, above a
-    legend_strip of the classes in any frame. Returns PIL images."""
-    h, w = shown[0].shape[:2]
+def video_frames(images, masks, categories, min_side=256):
+    """The frames (uint8[H, W, 3] each) and their masks as frames of an animated image a person can
+    watch: the overlay beside the segments in their colours (void black), both enlarged by a whole
+    factor (nearest) until the shorter side is at least min_side, above a legend_strip of the
+    classes in any frame: the colours of the right half exactly. Returns PIL images."""
+    h, w = images[0].shape[:2]
     r = max(1, -(-min_side // min(h, w)))
     classes = sorted(set(np.concatenate([m[..., 0][m[..., 1] > 0] for m in masks]).tolist()) & set(categories))
-    strip = legend_strip(classes, categories, w * r)
-    return [Image.fromarray(np.concatenate([s.repeat(r, 0).repeat(r, 1), strip])) for s in shown]
+    void = any(((m[..., 0] == 0) | (m[..., 1] == 0)).any() for m in masks)
+    strip = legend_strip(classes, categories, 2 * w * r, void)
+    out = []
+    for image, m in zip(images, masks):
+        pair = np.concatenate([overlay(image, m), overlay(np.zeros_like(image), m, tint=1)], 1)
+        out.append(Image.fromarray(np.concatenate([pair.repeat(r, 0).repeat(r, 1), strip])))
+    return out

@@ -10,6 +10,7 @@ mask pixel its centre falls in.
 import math
 import os
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -17,29 +18,71 @@ from PIL import Image, ImageOps, ImageSequence
 from tqdm import tqdm
 
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg")
+LARGE_PIXELS = 4096 * 4096  # above this, size_note: the full-size outputs cost memory and time
+GB_PER_MPIXEL, SEC_PER_MPIXEL = 0.075, 0.6  # sample.py, measured on an 8000 x 8000 image on one CPU core
+
+
+def size_note(path, width, height, S, frames=1):
+    """A one-line note for an image above LARGE_PIXELS, else None: the model sees it at S px, but its
+    mask, vote and files are made at full size; what that costs, and to downscale it."""
+    mp = width * height / 1e6
+    if width * height <= LARGE_PIXELS:
+        return None
+    return (f"note: {path} is {width}x{height} ({mp:.0f} megapixels): the model sees it at {S} px, but the mask is "
+            f"voted and written at full size, which takes about {GB_PER_MPIXEL * mp:.1f} GB of memory and "
+            f"{SEC_PER_MPIXEL * mp * frames:.0f} s on one CPU core and writes large PNGs; downscale it first (e.g. to "
+            f"2048 px on the longer side) to get the same masks at that size in seconds")
+
+
+def _size(path):
+    """(width, height) from the file's header, past Pillow's decompression-bomb check."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as im:
+            return im.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def too_large(path):
+    """The ValueError for an image over Pillow's decompression-bomb limit: its size, the limit, what to do."""
+    w, h = _size(path)
+    return ValueError(f"{path}: {w}x{h} = {w * h / 1e6:.0f} megapixels, too large to read (the limit is "
+                      f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, Pillow's guard against decompression "
+                      f"bombs); downscale it first, e.g. to 4096 px on the longer side")
+
+
+def _to_rgb(im, path):
+    """read_image's conversions of an open image."""
+    if getattr(im, "n_frames", 1) > 1:
+        tqdm.write(f"note: {path} has {im.n_frames} frames; this segments the first (`python video.py "
+                   f"{path}` segments them all, each conditioned on the masks predicted before it)", sys.stderr)
+    im = ImageOps.exif_transpose(im)
+    if im.mode.startswith("I") or im.mode == "F":
+        a = np.asarray(im, np.float32)
+        top = max(65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0, a.max())
+        im = Image.fromarray((a / top * 255).round().clip(0, 255).astype(np.uint8))
+    if im.mode in ("P", "PA", "LA", "La", "RGBA", "RGBa") or "transparency" in im.info:
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im.convert("RGBA"))
+    return im.convert("RGB")
 
 
 def read_image(path):
     """Any image file -> PIL RGB with its EXIF orientation applied. 16/32-bit grey is scaled to 8 bits
     (I;16 by 255/65535; I and F by 255/65535 when above 255, by 255/max above 65535, else as is);
     transparency is composited on black; an animated image gives its first
-    frame, with a note. Raises ValueError with a one-line message."""
+    frame, with a note. Raises ValueError with a one-line message; an image over Pillow's limit
+    against decompression bombs (2 x Image.MAX_IMAGE_PIXELS, ~179 megapixels) is refused as too large."""
     try:
-        with Image.open(path) as im:
-            if getattr(im, "n_frames", 1) > 1:
-                tqdm.write(f"note: {path} has {im.n_frames} frames; this segments the first (`python video.py "
-                           f"{path}` segments them all, each conditioned on the masks predicted before it)", sys.stderr)
-            im = ImageOps.exif_transpose(im)
-            if im.mode.startswith("I") or im.mode == "F":
-                a = np.asarray(im, np.float64)
-                top = max(65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0, a.max())
-                im = Image.fromarray((a / top * 255).round().clip(0, 255).astype(np.uint8))
-            if im.mode in ("P", "PA", "LA", "La", "RGBA", "RGBa") or "transparency" in im.info:
-                im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im.convert("RGBA"))
-            return im.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # size_note says it in words
+            with Image.open(path) as im:
+                return _to_rgb(im, path)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file; give the path of an image (PNG, JPEG, ...)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:
+        raise too_large(path) from None
+    except (OSError, ValueError, SyntaxError) as e:
         raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {str(e).splitlines()[0][:150]}); "
                          f"give a PNG, JPEG or another format Pillow reads") from None
 
@@ -59,6 +102,8 @@ def read_frames(path):
             with Image.open(path) as im:
                 n_frames = getattr(im, "n_frames", 1)
                 images = [f.convert("RGB") for f in ImageSequence.Iterator(im)]
+        except Image.DecompressionBombError:
+            raise too_large(path) from None
         except (OSError, ValueError) as e:
             if path.lower().endswith(".gif"):
                 raise ValueError(f"{path}: not a readable GIF ({type(e).__name__}: "

@@ -44,7 +44,7 @@ from cli import Parser, check_device, number_list
 from coco import read_panoptic_png, write_instances_json, write_mask_png, write_panoptic_json
 from evaluate import coco_sweep, sweep_settings, sweep_table, vote_at_image_size
 from figures import mask_legend, noise_panels, overlay, save_figure, save_panels
-from images import paste_back, read_image, to_grid, to_model_input
+from images import paste_back, read_image, size_note, to_grid, to_model_input
 from schedule import time_pairs
 
 
@@ -98,6 +98,10 @@ def segment(model, path, categories, args, stem):
     S, m = cfg.image_size, cfg.mask_size
     im = read_image(path)
     size = (im.height, im.width)
+    note = size_note(path, im.width, im.height, S)
+    if note:
+        tqdm.write(note, sys.stderr)
+    stages = tqdm(total=4, desc=f"{os.path.basename(path)}: sample, vote, write, draw", disable=note is None)
     x, valid = to_model_input(im, S, cfg.pad_value)
     kw, keep = {}, None
     if args.inpaint:
@@ -112,8 +116,10 @@ def segment(model, path, categories, args, stem):
     torch.manual_seed(args.seed)
     out = model.infer(x[None].to(dev), args.steps, args.td, trajectory=args.trajectory, vote=False, **kw)
     mask, path_masks = out if args.trajectory else (out, None)
+    stages.update()
     decoded = paste_back(mask[0].cpu().numpy(), size, valid, S)
     full = vote_at_image_size(decoded, cfg.n_classes, args.min_pixels)
+    stages.update()
     if args.inpaint:  # the known pixels exactly as given, at the input's resolution
         full = np.where(known[..., None], partial, full)
         decoded = np.where(known[..., None], partial, decoded)
@@ -125,6 +131,7 @@ def segment(model, path, categories, args, stem):
                         "a prediction of pix2seq-d sample.py")
     write_instances_json(out_path + "_instances.json", {"id": 1, "file_name": os.path.basename(path),
                          "height": size[0], "width": size[1]}, full, categories, decoded[..., 0])
+    stages.update()
     image = np.asarray(im)
     shown = overlay(image, full)
     Image.fromarray(shown).save(out_path + "_overlay.png")
@@ -134,6 +141,7 @@ def segment(model, path, categories, args, stem):
                 (os.path.basename(path), title, "segments: colour = class, white lines between segments"), classes,
                 categories, void=bool(((full[..., 0] == 0) | (full[..., 1] == 0)).any()),
                 known=known if args.inpaint else None)
+    stages.close()
     written = ["_panoptic.png", "_panoptic.json", "_instances.json", "_overlay.png", "_figure.png"]
     crop = (slice(0, -(-valid[0] * m // S)), slice(0, -(-valid[1] * m // S)))  # the image's part of the grid
     if args.trajectory:
@@ -145,7 +153,8 @@ def segment(model, path, categories, args, stem):
                                         f"step {s}, t={times[s - 1]:.2f}") for s, p in zip(steps_shown, shown_masks)]
         save_panels(out_path + "_trajectory.png", [panels],
                     f"the predicted mask m_0 after each step of {args.steps}, td={args.td:g}, before the majority "
-                    f"vote (Fig. 11); white lines between segments", mask_legend(shown_masks, categories, cfg.n_classes))
+                    f"vote (Fig. 11); white lines between segments",
+                    mask_legend(shown_masks, categories, cfg.n_classes))
         written.append("_trajectory.png")
     if args.noise_figure:
         rows, decoded = noise_panels(mask[0].cpu().numpy()[crop], cfg, args.seed)

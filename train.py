@@ -214,10 +214,10 @@ def save_summary(path, log_path, samples, args, categories):
     from figures import save_run_figure  # (matplotlib only here)
     with open(log_path) as f:
         rows = [r for r in map(json.loads, f) if "loss" in r]
+    video = args.dataset == "shapes-video"
     save_run_figure(path, rows, samples, f"{args.name}: {args.train_steps} steps of batch {args.batch_size}",
-                    categories, [f"frame {k}" for k in VIDEO_FRAMES_SHOWN] if args.dataset == "shapes-video" else None)
-    print(f"wrote {path}: loss curve and samples of held-out " + ("frames" if args.dataset == "shapes-video" else
-                                                                 "images"))
+                    categories, [f"frame {k}" for k in VIDEO_FRAMES_SHOWN] if video else None)
+    print(f"wrote {path}: loss curve and samples of held-out {'frames' if video else 'images'}")
 
 
 def open_log(run_dir, resume):
@@ -391,11 +391,7 @@ def train(args, rank=0, world=1):
                                       "grad_norm": float(grad_norm), "time": time.time() - t0}) + "\n")
                 log.flush()
         if rank == 0 and ((step + 1) % args.ckpt_every == 0 or step + 1 == stop):
-            checkpoint.save(ckpt_path, {
-                "config": cfg.to_dict(), "ema": ema.state_dict(), "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "step": step + 1, "args": checkpoint.run_args(args),
-                "time": time.time() - t0,
-                "categories": {str(k): v for k, v in categories.items()}})
+            checkpoint.save_run(ckpt_path, model, ema, opt, step + 1, args, categories, time.time() - t0)
     if rank > 0:
         return None
     if stop < args.train_steps:

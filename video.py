@@ -25,8 +25,8 @@ from checkpoint import load_model
 from cli import Parser, check_device, make_dir
 from coco import write_mask_png, write_panoptic_json
 from evaluate import video_clips
-from figures import overlay, video_frames
-from images import paste_back, read_frames, to_model_input
+from figures import video_frames
+from images import paste_back, read_frames, size_note, to_model_input
 from stream import STEPS_FIRST, STEPS_REST, stream
 
 
@@ -38,30 +38,34 @@ def segment_video(args):
     """The CLI's main path: read, stream, write. Returns the predicted masks at the frames' size
     (list of int[H, W, 2]). The geometry, overlays and COCO files are sample.py's, per frame; a
     segment's id is 256**2 class + identity, so a track keeps its id from frame to frame. The
-    overlay PNGs have the frames' size; overlay.gif shows them enlarged to at least 256 pixels on
-    the shorter side (nearest), above a legend of the classes (figures.video_frames)."""
+    overlays (frame_XXXX_overlay.png and overlay.gif: the overlay beside the segments' colours)
+    are enlarged to at least 256 pixels on the shorter side (nearest), above a legend of the
+    classes (figures.video_frames); the panoptic PNGs keep the frames' size."""
     frames = read_frames(args.input)
     model, ckpt = load_video_model(args.ckpt, args.device)
     make_dir("video.py", args.out)
     make_dir("video.py", os.path.join(args.out, "panoptic"), "--out (its panoptic/)")
     categories = checkpoint.categories(ckpt, args.ckpt, model.cfg)
     S = model.cfg.image_size
+    note = size_note(f"{args.input} (each frame)", frames[0].width, frames[0].height, S, len(frames))
+    if note:
+        print(note, file=sys.stderr)
     x, valid = zip(*(to_model_input(f, S, model.cfg.pad_value) for f in frames))
     torch.manual_seed(args.seed)
     pred = stream(model, torch.stack(x)[None].to(args.device), args.steps_first, args.steps_rest, args.td,
                   args.min_pixels)[0].cpu().numpy()
     masks = [paste_back(p, (f.height, f.width), v, S) for p, v, f in zip(pred, valid, frames)]
-    shown, images, annotations = [], [], []
+    images, annotations = [], []
     for k, (f, m) in enumerate(zip(frames, masks)):
-        shown.append(overlay(np.asarray(f), m))
-        Image.fromarray(shown[-1]).save(os.path.join(args.out, f"frame_{k:04d}_overlay.png"))
         name = f"frame_{k:04d}.png"
         segments = write_mask_png(m, os.path.join(args.out, "panoptic", name), categories)
         images.append({"id": k + 1, "file_name": name, "height": f.height, "width": f.width, "frame": k})
         annotations.append({"image_id": k + 1, "file_name": name, "segments_info": segments})
     write_panoptic_json(os.path.join(args.out, "panoptic.json"), images, annotations, categories,
                         "predictions of pix2seq-d video.py")
-    gif = video_frames(shown, masks, categories)
+    gif = video_frames([np.asarray(f) for f in frames], masks, categories)
+    for k, frame in enumerate(gif):
+        frame.save(os.path.join(args.out, f"frame_{k:04d}_overlay.png"))
     gif[0].save(os.path.join(args.out, "overlay.gif"), save_all=True, append_images=gif[1:], duration=200, loop=0)
     print(f"{cli.plural(len(frames), 'frame')} ({cli.plural(args.steps_first, 'step')} on the first, "
           f"{args.steps_rest} on each other) -> "

@@ -69,7 +69,8 @@ def test_inpainting_figure_hatches_the_sampled_pixels(tmp_path):
 def test_run_summary_legend_is_the_colours_of_its_masks(tmp_path):
     gt, pred = example_mask(32, 32), example_mask(32, 32)
     pred[:3] = (7, 1)
-    image = np.zeros((3, 64, 64), np.float32)
+    gt[-4:, :5] = (0, 0)  # void
+    image = np.full((3, 64, 64), 0.5, np.float32)  # void must be drawn black, not as the input
     fig = figures.save_run_figure(tmp_path / "s.png", [{"step": s, "loss": 1 / (1 + s)} for s in range(30)],
                                   [(image, gt, pred)], "run", CATS)
     shown = np.concatenate([np.asarray(a.get_images()[0].get_array()).reshape(-1, 3) for a in fig.axes[2:4]])
@@ -99,15 +100,18 @@ def test_overlay_in_blocks_equals_overlay_at_once():
 
 
 @pytest.mark.parametrize("h, w", [(64, 64), (40, 100), (600, 300)])
-def test_video_frames_are_enlarged_with_a_legend_of_their_classes(h, w):
+def test_video_frames_are_enlarged_with_a_legend_of_their_colours(h, w):
     mask = np.zeros((h, w, 2), np.int64)
     mask[: h // 2] = (1, 1)
     mask[h // 2:] = (3, 2)
-    shown = [figures.overlay(np.zeros((h, w, 3), np.uint8), mask, tint=1)] * 2
-    frames = figures.video_frames(shown, [mask] * 2, CATS)
+    mask[-2:] = (0, 0)  # void
+    image = np.full((h, w, 3), 100, np.uint8)
+    frames = figures.video_frames([image] * 2, [mask] * 2, CATS)
     r = max(1, -(-256 // min(h, w)))
     im = np.asarray(frames[0])
-    assert im.shape[1] == w * r and min(im.shape[:2]) >= 256
-    assert np.array_equal(im[:h * r], shown[0].repeat(r, 0).repeat(r, 1))
+    assert im.shape[1] == 2 * w * r and min(im.shape[:2]) >= 256
+    segments = figures.overlay(np.zeros_like(image), mask, tint=1)
+    assert np.array_equal(im[:h * r, w * r:], segments.repeat(r, 0).repeat(r, 1))
+    assert np.array_equal(im[:h * r, :w * r], figures.overlay(image, mask).repeat(r, 0).repeat(r, 1))
     strip = {tuple(c) for c in im[h * r:].reshape(-1, 3).tolist()}
-    assert {u8(figures.PALETTE[1]), u8(figures.PALETTE[3])} <= strip and u8(figures.PALETTE[2]) not in strip
+    assert drawn_colours(segments) <= strip and u8(figures.PALETTE[2]) not in strip

@@ -62,7 +62,8 @@ def check_instances(path, ids, panoptic):
     from pycocotools.coco import COCO
     coco = COCO(path)
     things = {c["id"] for c in panoptic["categories"] if c["isthing"]}
-    want = {s["id"]: s["category_id"] for s in panoptic["annotations"][0]["segments_info"] if s["category_id"] in things}
+    segments = panoptic["annotations"][0]["segments_info"]
+    want = {s["id"]: s["category_id"] for s in segments if s["category_id"] in things}
     got = []
     for ann in coco.anns.values():
         pixels = rle.decode(coco.annToRLE(ann)).astype(bool)
@@ -237,3 +238,21 @@ def test_min_pixels_counts_pixels_of_the_image_after_resizing():
     assert (vote_at_image_size(full, 3, 13)[..., 1] == 2).sum() == 0
     full[0, 0] = (1, 2)            # a minority class inside the thing is voted away
     assert (vote_at_image_size(full, 3, 0)[full[..., 1] == 2] == [2, 2]).all()
+
+
+def test_a_large_image_gets_a_note_and_a_too_large_one_a_one_line_refusal(ckpt, tmp_path, monkeypatch, capsys):
+    """Above images.LARGE_PIXELS a one-line note says what the full-size outputs cost (here the
+    limit is lowered so a 64 x 64 example crosses it); past Pillow's decompression-bomb limit the
+    image is refused, naming its size, with no Pillow warning."""
+    import images
+    import sample
+    assert images.size_note("x", 4096, 4096, 64) is None and images.size_note("x", 8000, 8000, 64) is not None
+    monkeypatch.setattr(images, "LARGE_PIXELS", 64 * 64 - 1)
+    sample.main([os.path.join(REPO, "examples", "shapes_val_0.png"), "--steps", "1", "--out", str(tmp_path), "--ckpt",
+                 ckpt])
+    notes = [line for line in capsys.readouterr().err.splitlines() if "megapixels" in line]
+    assert len(notes) == 1 and "64x64" in notes[0]
+    Image.new("1", (20000, 20000)).save(tmp_path / "huge.png")  # 400 megapixels, a small file
+    r = run(ckpt, str(tmp_path / "huge.png"), "--steps", "1", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "20000x20000" in r.stderr and "400 megapixels" in r.stderr

@@ -179,12 +179,13 @@ def test_cli_on_a_gif_keeps_identities_in_the_coco_pngs(tmp_path, monkeypatch):
     video.main([str(tmp_path / "clip.gif"), "--out", str(out), "--steps-first", "3", "--steps-rest", "1"])
     for k in range(5):
         assert (out / f"frame_{k:04d}_overlay.png").is_file()
-    with Image.open(out / "overlay.gif") as gif:  # 64 x 64 frames, 4x enlarged above a legend
-        assert gif.n_frames == 5 and gif.size[0] == 256 and gif.size[1] > 256
+    with Image.open(out / "overlay.gif") as gif:  # 64 x 64 frames, overlay | segments, 4x enlarged, a legend
+        assert gif.n_frames == 5 and gif.size[0] == 2 * 256 and gif.size[1] > 256
         gif.seek(0)
         top = np.asarray(gif.convert("RGB"))[:256]
     first_overlay = np.asarray(Image.open(out / "frame_0000_overlay.png").convert("RGB"))
-    assert np.abs(top.astype(int) - first_overlay.repeat(4, 0).repeat(4, 1)).mean() < 8  # (GIF: 256 colours)
+    assert first_overlay.shape[:2] == (gif.size[1], gif.size[0])  # the PNGs are the GIF's frames
+    assert np.abs(top.astype(int) - first_overlay[:256]).mean() < 8  # (GIF: 256 colours)
     d = json.load(open(out / "panoptic.json"))
     assert len(d["images"]) == len(d["annotations"]) == 5
     ids = [read_png_ids(out / "panoptic" / f"frame_{k:04d}.png") for k in range(5)]
@@ -207,7 +208,7 @@ def test_cli_on_a_frame_folder_with_a_checkpoint(tmp_path, capsys):
     assert "3 frames" in capsys.readouterr().out
     assert len(os.listdir(tmp_path / "out" / "panoptic")) == 3
     with Image.open(tmp_path / "out" / "overlay.gif") as gif:
-        assert gif.n_frames == 3 and gif.size[0] == 80 * 6 and gif.size[1] > 48 * 6  # 48 -> >= 256 rows
+        assert gif.n_frames == 3 and gif.size[0] == 2 * 80 * 6 and gif.size[1] > 48 * 6  # 48 -> >= 256 rows
 
 
 def test_evaluate_prints_a_table(tmp_path, capsys):
