@@ -8,7 +8,7 @@
 
 Every training setting is one call of train.main (its defaults otherwise: tiny preset, AdamW lr 1e-3,
 EMA 0.99) followed by its eval (PQ on --eval-images held-out images, --steps and --td). A run is named
-by all the flags that change it, so the ablations share the default setting (b 0.1, ce, p 0.2): `all`
+by all the flags that change it, so the ablations share the default setting (the tiny preset's b 0.3, ce, p 0.2): `all`
 trains 8 models, and the sampling sweep reuses the default one. --reuse skips a run whose
 <out>/<name>/log.jsonl already ends with its eval line. For each ablation, <out>/ablation_<name>.json
 (rows, flags, git commit), .md (the printed table, with the paper's MS-COCO PQ beside ours) and .png.
@@ -36,7 +36,7 @@ PAPER = {"scale": {0.03: 40.8, 0.1: 43.9, 0.3: 38.7, 1.0: 21.3},
 # Fig. 6 is a plot without numbers in the text: "20 steps seem sufficient", "td of 2-3 best".
 SAMPLING = {"steps": (1, 2, 5, 10, 20), "td": (0.0, 0.5, 1.0, 2.0, 4.0)}
 ABLATIONS = ("scale", "loss", "p", "sampling")
-DEFAULT = {k: getattr(tiny_config(), k) for k in ("scale", "loss", "p")}  # b 0.1, ce, p 0.2
+DEFAULT = {k: getattr(tiny_config(), k) for k in ("scale", "loss", "p")}  # the tiny preset's: b 0.3, ce, p 0.2
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 

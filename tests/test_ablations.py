@@ -53,7 +53,7 @@ def test_reuse_trains_nothing_and_returns_the_same_rows(scale_run, monkeypatch):
 def test_loss_setting_trains_l2(tmp_path):
     (row,) = ablations.main(["loss", "--values", "l2", "--out", str(tmp_path)] + SHORT)["loss"]
     ckpt = torch.load(tmp_path / row["run"] / "ckpt.pt", weights_only=True)
-    assert ckpt["config"]["loss"] == "l2" and ckpt["config"]["scale"] == 0.1 and row["paper_pq"] == 41.9
+    assert ckpt["config"]["loss"] == "l2" and ckpt["config"]["scale"] == ablations.DEFAULT["scale"] and row["paper_pq"] == 41.9
 
 
 def test_sampling_sweeps_each_setting_once_with_train_seeding(scale_run, monkeypatch, tmp_path):
