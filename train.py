@@ -1,6 +1,6 @@
 """Train Pix2Seq-D (Alg. 1) and evaluate PQ with the sampler (Alg. 2).
 
-    python train.py                      # tiny preset, built-in synthetic shapes, CPU, ~8 min
+    python train.py                      # tiny preset, built-in synthetic shapes, CPU (docs/results.md: time)
     python train.py --train-steps 200 --name quick
     python train.py --dataset coco --data-root DIR --device cuda --amp    # paper preset, 256 px stage
     torchrun --standalone --nproc_per_node=8 train.py --dataset coco --data-root DIR --device cuda --amp
