@@ -52,15 +52,16 @@ def read(path, device="cpu"):
         if not isinstance(ckpt, dict) or not all(isinstance(ckpt.get(k), dict) for k in ("config", "ema")):
             raise KeyError("no config and ema dicts")
     except Exception as e:  # any unpickling / key problem means the same thing to a user
-        raise ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why(e)}): re-create it with train.py") \
-            from None
+        raise unreadable(path, e) from None
     return ckpt
 
 
-def why(e):
-    # (torch's unpickling message suggests weights_only=False: never for an untrusted file)
-    return "not a torch file of tensors" if isinstance(e, pickle.UnpicklingError) else \
+def unreadable(path, e):
+    """The one-line ValueError for a file that is not a usable pix2seq-d checkpoint, saying why (e).
+    torch's unpickling message suggests weights_only=False (never for an untrusted file): not repeated."""
+    why = "not a torch file of tensors" if isinstance(e, pickle.UnpicklingError) else \
         f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+    return ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why}): re-create it with train.py")
 
 
 def load_model(path, device="cpu"):
@@ -70,8 +71,7 @@ def load_model(path, device="cpu"):
     try:
         cfg = Config.from_dict(ckpt["config"])
     except Exception as e:  # not a config of this code
-        raise ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why(e)}): re-create it with train.py") \
-            from None
+        raise unreadable(path, e) from None
     if cfg.arch != ARCH:
         raise ValueError(f"{path} holds a model of architecture {cfg.arch}, an older pix2seq-d; this code builds "
                          f"architecture {ARCH} (the official TransUNet and encoder): retrain it with train.py")
@@ -79,8 +79,7 @@ def load_model(path, device="cpu"):
         model = Pix2SeqD(cfg)
         model.load_state_dict(ckpt["ema"])
     except Exception as e:  # a config or state dict of another shape
-        raise ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why(e)}): re-create it with train.py") \
-            from None
+        raise unreadable(path, e) from None
     return model.to(device).eval(), ckpt
 
 
