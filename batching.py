@@ -5,6 +5,7 @@ processes (torchrun) compute what one does.
 step_draws()  which examples a step's batch holds, and the seed of each one's data draw
 Draws         a data set read with those seeds (augmentation and identity permutation included)
 batch_at()    the batch of a step; noise_at() its diffusion times t and noise eps (Eq. 1)
+              (and self-conditioning's coin)
 """
 import functools
 
@@ -73,11 +74,13 @@ def batch_at(dataset, step, batch_size, seed, device, rank=0, world=1):
 
 
 def noise_at(step, batch_size, seed, cfg, device, rank=0, world=1):
-    """Diffusion time t: float[b] and noise eps: float[b, n_bits, h, w] of this process's examples,
-    each drawn from its own generator, so they do not depend on how the batch is split."""
-    t, eps = [], []
+    """Diffusion time t: float[b], noise eps: float[b, n_bits, h, w] and self-conditioning's coin
+    u: float[b] of this process's examples, each drawn from its own generator, so they do not
+    depend on how the batch is split."""
+    t, eps, u = [], [], []
     for p in range(rank, batch_size, world):
         g = torch.Generator(device).manual_seed(draw_seeds(seed, step, p)[1])
         t.append(torch.rand(1, generator=g, device=device))
         eps.append(torch.randn(cfg.n_bits, cfg.mask_size, cfg.mask_size, generator=g, device=device))
-    return torch.cat(t), torch.stack(eps)
+        u.append(torch.rand(1, generator=g, device=device))
+    return torch.cat(t), torch.stack(eps), torch.cat(u)

@@ -100,6 +100,21 @@ def check_device(ap, device, kernels_flag="auto"):
         os.environ["PIX2SEQD_KERNELS"] = "1" if kernels_flag == "on" else "0"
 
 
+def cpu_has_bf16():
+    """Whether this CPU runs bf16 matmuls and convolutions natively (AVX512-BF16 or AMX, through oneDNN)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def check_amp(ap, args):
+    """ap.error for --amp (bf16 autocast) on a CPU without native bf16, where it would run slower."""
+    if getattr(args, "amp", False) and torch.device(args.device).type == "cpu" and not cpu_has_bf16():
+        ap.error("--amp: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 autocast runs slower "
+                 "than float32; drop --amp")
+
+
 def make_dir(prog, path, flag="--out"):
     """os.makedirs(path, exist_ok=True), or one line naming the flag when path cannot be that folder."""
     try:

@@ -1,6 +1,7 @@
 """Mask decoder of Sec. 3.1 (Fig. 2): a TransUNet conditioned on the image and on gamma(t).
 
-Input: concat(m_t noisy analog bits, image features at the mask size [, past masks for video])
+Input: concat(m_t noisy analog bits, image features at the mask size [, the previous estimate of the
+bits with self-conditioning] [, past masks for video])
 along channels; a 1x1 conv and a group norm. As the authors' release builds it (TransUNet with
 ConvUnits): going down, each level's residual block (time-conditioned by FiLM, x = silu(gn(x)(1 +
 scale) + shift)) and then a 3x3 stride-2 conv, each output pushed for a skip connection (the input
@@ -85,7 +86,8 @@ class MaskDecoder(nn.Module):
         base, dim, t_dim = cfg.dec_base, cfg.dec_dim, 4 * cfg.dec_base
         self.t_mlp = nn.Sequential(nn.Linear(base, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim), nn.SiLU())
         widths = [base * m for m in cfg.dec_mults]
-        self.conv_in = nn.Conv2d(cfg.n_bits * (1 + cfg.n_past) + cfg.feat_dim, widths[0], 1)
+        n_masks = 1 + int(cfg.self_cond) + cfg.n_past  # m_t, its previous estimate, the past masks
+        self.conv_in = nn.Conv2d(cfg.n_bits * n_masks + cfg.feat_dim, widths[0], 1)
         self.norm_in = norm(widths[0])
         skips = [widths[0]]  # channels of the pushed tensors
         self.down, self.down_convs = nn.ModuleList(), nn.ModuleList()
@@ -112,11 +114,12 @@ class MaskDecoder(nn.Module):
         if cfg.zero_init_out:  # the official init; False: PyTorch's default (diffusion.Config)
             near_zero_(self.conv_out)
 
-    def forward(self, m_t, feats, tokens, g, past=None):
+    def forward(self, m_t, feats, tokens, g, past=None, m_prev=None):
         """m_t: [B, n_bits, h, w]; feats: [B, feat_dim, h, w]; tokens: [B, M, enc_dim];
-        g: gamma(t), [B]; past: [B, n_past * n_bits, h, w] or None  ->  [B, out_channels, h, w]."""
+        g: gamma(t), [B]; m_prev (self-conditioning): [B, n_bits, h, w] or None; past:
+        [B, n_past * n_bits, h, w] or None  ->  [B, out_channels, h, w]."""
         temb = self.t_mlp(time_features(g, self.t_mlp[0].in_features))
-        x = torch.cat([m_t, feats] + ([past] if past is not None else []), 1)
+        x = torch.cat([m_t, feats] + [y for y in (m_prev, past) if y is not None], 1)
         x = self.norm_in(self.conv_in(x))
         skips = [x]
         for i, block in enumerate(self.down):

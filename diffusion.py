@@ -95,6 +95,7 @@ class Config:
     dec_heads: int = 8
     zero_init_out: bool = True     # the output conv starts near zero (official) or at PyTorch's default
     rescale_noisy_input: bool = False  # divide m_t by its standard deviation (Pix2SeqD.decoder_out)
+    self_cond: bool = False        # the decoder also reads its previous estimate of the bits (Pix2SeqD.train_loss)
     n_past: int = 0                # past masks fed to the decoder (video, Sec. 3.4: 2)
     arch: int = ARCH
 
@@ -171,7 +172,7 @@ class Pix2SeqD(nn.Module):
         images = (images - IMAGE_MEAN.to(images)) / IMAGE_STD.to(images)
         return self.encoder(images, (self.cfg.mask_size, self.cfg.mask_size))
 
-    def decoder_out(self, m_t, h, t, past=None):
+    def decoder_out(self, m_t, h, t, past=None, m_prev=None):
         """One pass of the mask decoder. m_t: float[B, n_bits, h, w]; t: float[B]. Returns
         m_logits float[B, 2, K, h, w] (ce loss), or m_pred float[B, n_bits, h, w] (l2 loss).
 
@@ -181,7 +182,10 @@ class Pix2SeqD(nn.Module):
         normalize_noisy_input, by the sample's own standard deviation, off in its configs, and this
         analytic form beside it, commented out). The paper feeds m_t as is; unscaled +-0.1 bits took
         the tiny model many times longer to learn to read (measured: identity accuracy on clean
-        input 0.25 vs 0.83 after 40 steps)."""
+        input 0.25 vs 0.83 after 40 steps).
+
+        m_prev (cfg.self_cond): the previous estimate of the bits, float[B, n_bits, h, w] in [-b, b],
+        or None (zeros: none yet); the decoder reads it divided by b, as past_bits."""
         n_past = self.cfg.n_past * self.cfg.n_bits
         if past is None and n_past:  # a video model without past frames: zeros (Sec. 3.4, first frame)
             past = m_t.new_zeros(m_t.shape[0], n_past, *m_t.shape[2:])
@@ -190,13 +194,15 @@ class Pix2SeqD(nn.Module):
                              f"{self.cfg.n_bits} bits), got {list(past.shape)}")
         g = gamma_of(t, m_t)  # float64[B, 1, 1, 1]
         m_in = m_t / (g * self.cfg.scale ** 2 + 1 - g).sqrt().to(m_t.dtype) if self.cfg.rescale_noisy_input else m_t
-        out = self.decoder(m_in, *h, g.view(-1).to(m_t.dtype), past)
+        if self.cfg.self_cond:
+            m_prev = m_t.new_zeros(m_t.shape) if m_prev is None else m_prev / self.cfg.scale
+        out = self.decoder(m_in, *h, g.view(-1).to(m_t.dtype), past, m_prev if self.cfg.self_cond else None)
         B, _, H, W = out.shape
         return out.view(B, 2, 2 ** self.cfg.n_class_bits, H, W) if self.cfg.loss == "ce" else out
 
-    def decode(self, m_t, h, t, past=None):
+    def decode(self, m_t, h, t, past=None, m_prev=None):
         """Alg. 2's mask_decoder: -> (m_logits or None with the l2 loss, m_pred)."""
-        out = self.decoder_out(m_t, h, t, past)
+        out = self.decoder_out(m_t, h, t, past, m_prev)
         if self.cfg.loss == "l2":
             return None, out
         return out, ce_and_m_pred(out, None, None, self.cfg.scale)[1]
@@ -224,10 +230,16 @@ class Pix2SeqD(nn.Module):
             return mask_to_analog_kernel(masks, c.n_class_bits, c.n_identity_bits, c.scale, check=check)
         return mask_to_analog(masks, c.n_class_bits, c.n_identity_bits, c.scale)
 
-    def train_loss(self, images, masks, past=None, t=None, eps=None):
+    def train_loss(self, images, masks, past=None, t=None, eps=None, u=None):
         """Alg. 1. images: float[B, 3, H, W]; masks: long[B, h, w, 2] -> (loss, stats).
-        t: float[B] and eps: float[B, n_bits, h, w] are drawn here unless given (train.py gives
-        them so that an example's noise does not depend on how a batch is split over processes)."""
+        t: float[B], eps: float[B, n_bits, h, w] and u: float[B] are drawn here unless given
+        (train.py gives them so that an example's noise does not depend on how a batch is split
+        over processes).
+
+        Self-conditioning (cfg.self_cond; Analog Bits, Chen et al. 2023, Alg. 1 with self_cond): for
+        the examples with u < 0.5 the decoder first estimates the bits from m_crpt alone, without
+        gradient, and the trained pass reads that estimate; the others read zeros, as the first
+        sampling step does. The official code has it as an option, off in its panoptic configs."""
         c = self.cfg
         check_mask(masks, c.n_class_bits, c.n_identity_bits)
         if masks.shape[0] == 0:
@@ -240,12 +252,25 @@ class Pix2SeqD(nn.Module):
         t = torch.rand(masks.shape[0], device=masks.device) if t is None else t
         m_crpt = corrupt(m_bits, t, torch.randn_like(m_bits) if eps is None else eps)
         weights = size_weights(masks[..., 1], c.p)
-        out = self.decoder_out(m_crpt, h, t, past)
+        m_prev = self.self_cond_estimate(m_crpt, h, t, past, u) if c.self_cond else None
+        out = self.decoder_out(m_crpt, h, t, past, m_prev)
         if c.loss == "ce":  # m_logits -> per-pixel weighted CE (one fused kernel on CUDA)
             loss = ce_and_m_pred(out, masks, weights, c.scale)[0].mean()
         else:  # out is m_pred
             loss = l2_loss(out, m_bits, weights).mean()
         return loss, {"loss": loss.item()}
+
+    def self_cond_estimate(self, m_crpt, h, t, past=None, u=None):
+        """Training's first pass: m_pred (no gradient) of the examples with u < 0.5, zeros for the rest."""
+        u = torch.rand(m_crpt.shape[0], device=m_crpt.device) if u is None else u
+        idx = (u < 0.5).nonzero()[:, 0]
+        m_prev = torch.zeros_like(m_crpt)
+        if len(idx):
+            with torch.no_grad():
+                h_sel = tuple(x[idx].detach() for x in h)
+                m_prev[idx] = self.decode(m_crpt[idx], h_sel, t[idx], None if past is None else past[idx])[1] \
+                    .to(m_prev.dtype)
+        return m_prev
 
     @torch.no_grad()
     def infer(self, images, steps=20, td=2.0, min_pixels=0, past=None, known=None, known_region=None,
@@ -285,13 +310,13 @@ class Pix2SeqD(nn.Module):
             first = torch.full((B, K), n, device=region.device).scatter_reduce(
                 1, known[..., 1].flatten(1), pixel.flatten(1), "amin")
             pi = torch.arange(K, device=region.device).repeat(B, 1)  # known identity -> the model's
-        path = []
+        path, m_pred = [], None  # m_pred: the last estimate (self-conditioning reads it)
         for t_now, t_next in time_pairs(steps, td):
             t = torch.full((B,), t_now, device=images.device)
             if known is not None:
                 k_bits = self.to_bits(rename(known, pi), check=False)
                 m_t = torch.where(region[:, None], corrupt(k_bits, t, torch.randn_like(m_t)), m_t)
-            _, m_pred = self.decode(m_t, h, t, past)
+            _, m_pred = self.decode(m_t, h, t, past, m_pred)
             m_t = ddim_step(m_t, m_pred, t_now, t_next, c.scale)
             if known is not None or trajectory:
                 masks = self.decode_bits(m_pred, min_pixels)

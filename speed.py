@@ -5,6 +5,7 @@ matmul rate.
     python speed.py sample --preset paper --image-size 1024 --mask-size 512 --batch-size 1 --device cuda --amp
     python speed.py step --preset paper --image-size 256 --mask-size 128 --batch-size 8 --device cuda --compile
     python speed.py loader --data-root DIR        # COCO examples per second and CPU core, 256 px stage
+    python speed.py profile                       # where the default run's seconds go, phase by phase
 
 step: train_loss + backward + AdamW on one batch of the built-in shapes (at any size). sample: infer,
 the encoder once and the decoder --steps times. Each is run --warmup times, then timed --repeat
@@ -13,8 +14,10 @@ forward and backward). The machine's rate is a 2048^3 matmul (fp32, or bf16 with
 printed fraction says how much of the hardware the model uses. loader: the COCO reader with the
 low-resolution stage's augmentation (scale jitter [1, 3], colour jitter 1, flips) at --image-size
 (default 256), --n draws in this process on one thread; its rate per CPU core is draws per second
-of CPU time (a DataLoader with W workers delivers about W times that). --json PATH appends the
-result as one JSON line.
+of CPU time (a DataLoader with W workers delivers about W times that). profile: the phases of
+train.py's loop (drawing the batch, drawing the noise, forward, backward, clip + AdamW, EMA) over
+--repeat steps, the evaluation's sampling on --eval-images images, and the run's total for
+--train-steps steps. --json PATH appends the result as one JSON line.
 """
 import json
 import os
@@ -26,9 +29,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import cli
-from batching import batch_at
+from batching import batch_at, noise_at
 from data import ShapesDataset
 from diffusion import PRESETS, Pix2SeqD
+from evaluate import pq_on_dataset
+from recipe import ema_update
 
 
 def sync(device):
@@ -70,7 +75,7 @@ def machine(device):
 
 def get_args(argv=None):
     ap = cli.Parser(prog="speed.py", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("what", choices=["step", "sample", "loader"])
+    ap.add_argument("what", choices=["step", "sample", "loader", "profile"])
     ap.add_argument("--data-root", help="loader: a COCO panoptic folder (annotations/, train2017/)")
     ap.add_argument("--n", type=int, default=200, help="loader: examples to draw")
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="(%(default)s)")
@@ -78,6 +83,8 @@ def get_args(argv=None):
     ap.add_argument("--mask-size", type=int, default=None, help="(the preset's)")
     ap.add_argument("--batch-size", type=int, default=32, help="(%(default)s)")
     ap.add_argument("--steps", type=int, default=20, help="sample: decoder passes (%(default)s)")
+    ap.add_argument("--train-steps", type=int, default=900, help="profile: the run's steps (train.py's default)")
+    ap.add_argument("--eval-images", type=int, default=200, help="profile: held-out images sampled (train.py's default)")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast")
     ap.add_argument("--compile", action="store_true", help="torch.compile the loss (step) or the decoder (sample)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs first (%(default)s)")
@@ -85,11 +92,13 @@ def get_args(argv=None):
     ap.add_argument("--json", metavar="PATH", help="append the result to this file as one JSON line")
     cli.add_device_flags(ap)
     args = ap.parse_args(argv)
-    cli.at_least(ap, args, 1, "batch_size", "steps", "repeat", "image_size", "mask_size", "n")
+    cli.at_least(ap, args, 1, "batch_size", "steps", "repeat", "image_size", "mask_size", "n", "train_steps",
+                 "eval_images")
     if (args.what == "loader") != (args.data_root is not None):
         ap.error("--data-root goes with loader, and loader needs --data-root DIR")
     cli.at_least(ap, args, 0, "warmup")
     cli.check_device(ap, args.device, args.kernels)
+    cli.check_amp(ap, args)
     return args
 
 
@@ -117,14 +126,71 @@ def loader(args):
     return result
 
 
+def profile(args, model, data, autocast):
+    """Seconds per step of each phase of train.py's loop (medians over --repeat steps after --warmup),
+    the evaluation, and the run's total: {phase: seconds}."""
+    cfg = model.cfg
+    ema = Pix2SeqD(cfg).to(args.device, memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    phases = {k: [] for k in ("draw the batch", "draw the noise", "forward", "backward", "clip + AdamW", "EMA")}
+    for step in range(args.warmup + args.repeat):
+        clock = [time.perf_counter()]
+
+        def lap():
+            sync(args.device)
+            clock.append(time.perf_counter())
+        images, masks = batch_at(data, step, args.batch_size, 0, args.device)
+        lap()
+        t, eps, u = noise_at(step, args.batch_size, 0, cfg, args.device)
+        lap()
+        model.train()
+        with autocast:
+            loss, _ = model.train_loss(images, masks, t=t, eps=eps, u=u)
+        lap()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        lap()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        lap()
+        ema_update(ema, model, 0.99)
+        lap()
+        if step >= args.warmup:
+            for k, a, b in zip(phases, clock, clock[1:]):
+                phases[k].append(b - a)
+    per_step = {k: statistics.median(v) for k, v in phases.items()}
+    val = ShapesDataset("val", size=args.eval_images, image_size=cfg.image_size, mask_size=cfg.mask_size,
+                        permute=False)
+    t0 = time.perf_counter()
+    with autocast:
+        pq_on_dataset(ema, val, ShapesDataset.categories, args.steps, device=args.device, progress=False)
+    sync(args.device)
+    evaluation = time.perf_counter() - t0
+    step_s = sum(per_step.values())
+    print(f"train.py's loop, tiny preset defaults at {cfg.image_size}/{cfg.mask_size}, batch {args.batch_size}, "
+          f"on {machine(args.device)} (medians of {args.repeat} steps):")
+    for k, v in per_step.items():
+        print(f"  {k:16s} {1e3 * v:8.1f} ms a step  {v / step_s:6.1%}")
+    total = args.train_steps * step_s + evaluation
+    print(f"  {'one step':16s} {1e3 * step_s:8.1f} ms; {args.train_steps} steps {args.train_steps * step_s:.0f} s, "
+          f"evaluation ({args.eval_images} images, {args.steps} steps) {evaluation:.0f} s: {total:.0f} s in all")
+    return {**{k: v for k, v in per_step.items()}, "evaluation": evaluation, "total": total}
+
+
+def write_json(path, result):
+    """Append result to the file at path (if given) as one JSON line; returns result."""
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(result) + "\n")
+    return result
+
+
 def main(argv=None):
     args = get_args(argv)
     if args.what == "loader":
         result = loader(args)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(result) + "\n")
-        return result
+        return write_json(args.json, result)
     sizes = {k: getattr(args, k) for k in ("image_size", "mask_size") if getattr(args, k) is not None}
     cfg = PRESETS[args.preset](**sizes)
     if cfg.image_size % cfg.mask_size:
@@ -134,6 +200,9 @@ def main(argv=None):
     data = ShapesDataset("train", image_size=cfg.image_size, mask_size=cfg.mask_size)
     images, masks = batch_at(data, 0, args.batch_size, 0, args.device)
     autocast = torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.amp)
+    if args.what == "profile":
+        return write_json(args.json, {"what": "profile", "device": machine(args.device), "batch_size": args.batch_size,
+                                      "train_steps": args.train_steps, **profile(args, model, data, autocast)})
     if args.what == "step":
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -168,11 +237,7 @@ def main(argv=None):
     print(f"  {1e3 * seconds:.1f} ms (median of {args.repeat}), {n_flops / 1e9:.1f} GFLOP, "
           f"{n_flops / seconds / 1e9:.1f} GFLOP/s = {n_flops / seconds / rate:.0%} of a {rate / 1e9:.0f} GFLOP/s "
           f"2048^3 matmul here")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "a") as f:
-            f.write(json.dumps(result) + "\n")
-    return result
+    return write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,9 @@ def parser():
                     help="softmax cross entropy (Sec. 3.2) or l2 on the bits (Table 4) (default: the preset's, ce)")
     ap.add_argument("--p", type=float, default=None,
                     help="loss weighting exponent, w = 1/c^p (default: the preset's, the paper's 0.2)")
+    ap.add_argument("--self-cond", choices=["on", "off"], default=None,
+                    help="self-conditioning: the decoder also reads its previous estimate of the bits (Analog Bits) "
+                         "(default: the preset's; paper: off)")
     ap.add_argument("--image-size", type=int, default=None, help="(default: the preset's; COCO: 256)")
     ap.add_argument("--mask-size", type=int, default=None, help="(default: the preset's; COCO: 128)")
     ap.add_argument("--steps", type=int, default=20, help="sampling steps at evaluation")
@@ -103,7 +106,8 @@ def parser():
     ap.add_argument("--ckpt-every", type=int, default=500, help="write runs/<name>/ckpt.pt every this many steps")
     ap.add_argument("--stop-at", type=int, default=None,
                     help="stop after this step with a checkpoint, no eval (e.g. a job's time limit); go on with --resume")
-    ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    ap.add_argument("--amp", action="store_true",
+                    help="bf16 autocast (CUDA, or a CPU with AVX512-BF16 or AMX)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     return ap
 
@@ -141,8 +145,7 @@ def get_args(argv=None):
     if not 0 < args.jitter[0] <= args.jitter[1]:
         ap.error(f"--jitter LOW HIGH needs 0 < LOW <= HIGH (App. B: 1 3), got {args.jitter[0]:g} {args.jitter[1]:g}")
     cli.check_device(ap, args.device, args.kernels)
-    if args.amp and not args.device.startswith("cuda"):
-        ap.error(f"--amp: bf16 autocast is used on CUDA only; drop --amp for --device {args.device}")
+    cli.check_amp(ap, args)
     args.name = args.name or f"{args.dataset}-{args.preset}"
     return args
 
@@ -150,6 +153,8 @@ def get_args(argv=None):
 def make_config(args):
     overrides = {k: getattr(args, k) for k in ("scale", "loss", "p", "image_size", "mask_size")
                  if getattr(args, k) is not None}
+    if args.self_cond is not None:
+        overrides["self_cond"] = args.self_cond == "on"
     return PRESETS[args.preset](**overrides, n_past=2 if args.dataset == "shapes-video" else 0)
 
 
@@ -192,8 +197,8 @@ class TrainLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images, masks, t, eps, past=None):
-        return self.model.train_loss(images, masks, past, t=t, eps=eps)
+    def forward(self, images, masks, t, eps, u, past=None):
+        return self.model.train_loss(images, masks, past, t=t, eps=eps, u=u)
 
 
 def setup_distributed(args):
@@ -293,6 +298,7 @@ def final_eval(args, cfg, ema, val_set, categories, t0):
     """PQ of the EMA model on the held-out data (video: streamed clips, with J&F): (log row, samples
     [(image, gt, pred)] of the first held-out images for summary.png)."""
     torch.manual_seed(args.seed)  # the sampler's noise: the same whatever ran before (workers, resume)
+    trained, t_eval = time.time() - t0, time.time()
     shown = []
     if cfg.n_past:  # video: stream held-out clips (--steps on the first frame, stream.STEPS_REST on the rest)
         kw = dict(steps_first=args.steps, td=args.td, min_pixels=args.min_pixels)
@@ -304,8 +310,8 @@ def final_eval(args, cfg, ema, val_set, categories, t0):
     else:
         res = pq_on_dataset(ema, val_set, categories, args.steps, args.td, args.min_pixels, device=args.device,
                             shown=shown)
-    result = {"step": args.train_steps, **pq_row(res), "train_time": time.time() - t0, "eval_steps": args.steps,
-              "td": args.td}
+    result = {"step": args.train_steps, **pq_row(res), "train_time": trained, "eval_time": time.time() - t_eval,
+              "eval_steps": args.steps, "td": args.td}
     if cfg.n_past:
         result.update({"j_and_f": vid["J&F"], "identity": vid["identity"]})
     return result, shown
@@ -319,11 +325,11 @@ def train_step(args, step, batch, model, ema, opt, loss_fn, rank=0, world=1):
     past = None
     if model.cfg.n_past:  # video: the windows' last frames, given the gt masks before them (some dropped)
         images, masks, past = video_inputs(model, images, masks, keep[0])
-    t, eps = noise_at(step, args.batch_size, args.seed, model.cfg, args.device, rank, world)
+    t, eps, u = noise_at(step, args.batch_size, args.seed, model.cfg, args.device, rank, world)
     for group in opt.param_groups:
         group["lr"] = lr_at(step, args)
     with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.amp):
-        loss, stats = loss_fn(images, masks, t, eps, past)
+        loss, stats = loss_fn(images, masks, t, eps, u, past)
     if not math.isfinite(stats["loss"]):  # before the step: the weights and the EMA stay finite
         fail(f"the loss is {stats['loss']} at step {step}: training diverged; lower --lr ({args.lr:g}) "
              f"or check the data")

@@ -30,3 +30,15 @@ def test_an_out_of_range_flag_is_named_alone(parse, argv, flag, value, capsys):
     assert e.value.code == 2 and err.count("\n") == 1, err
     named = set(re.findall(r"--[a-z][a-z-]*", err.split(" (see --help)")[0]))
     assert named == {flag} and f"got {value}" in err, err
+
+
+@pytest.mark.parametrize("parse, argv", [(train.get_args, ["--amp"]), (speed.get_args, ["step", "--amp"])])
+def test_amp_on_the_cpu_needs_native_bf16(parse, argv, capsys, monkeypatch):
+    import cli
+    monkeypatch.setattr(cli, "cpu_has_bf16", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        parse(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "no native bf16" in err and "drop --amp" in err, err
+    monkeypatch.setattr(cli, "cpu_has_bf16", lambda: True)
+    assert parse(argv).amp

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.triton, pytest.mark.skipif(not torch.cuda.is_available
 def loss_and_grads(model, kernels, monkeypatch):
     monkeypatch.setenv("PIX2SEQD_KERNELS", kernels)
     images, masks = batch_at(ShapesDataset("train"), 0, 8, seed=0, device="cuda")
-    t, eps = noise_at(0, 8, 0, model.cfg, "cuda")
+    t, eps, _ = noise_at(0, 8, 0, model.cfg, "cuda")
     model.zero_grad()
     loss, _ = model.train_loss(images, masks, t=t, eps=eps)
     loss.backward()

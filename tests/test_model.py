@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from diffusion import Pix2SeqD, paper_config, tiny_config
+from diffusion import Pix2SeqD, corrupt, paper_config, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +212,48 @@ def test_video_model_without_past_uses_zeros_and_rejects_wrong_past():
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="past must have 12 channels"):
         video_model.infer(images, steps=1, past=torch.zeros(2, 6, 16, 16))
+
+
+def test_self_conditioning_reads_the_previous_estimate_only_where_the_coin_says():
+    torch.manual_seed(0)
+    sc = Pix2SeqD(tiny_config(mask_size=16, image_size=32, self_cond=True))
+    images, masks = batch()
+    t, eps = torch.tensor([0.3, 0.7]), torch.randn(2, 6, 16, 16)
+    h = sc.encode(images)
+    m_crpt = corrupt(sc.to_bits(masks), t, eps)
+    # u >= 0.5: no first pass, the estimate is zeros (what the first sampling step reads)
+    assert torch.equal(sc.self_cond_estimate(m_crpt, h, t, u=torch.tensor([0.5, 0.9])), torch.zeros_like(m_crpt))
+    est = sc.self_cond_estimate(m_crpt, h, t, u=torch.tensor([0.1, 0.9]))
+    assert not est.requires_grad and torch.equal(est[1], torch.zeros_like(est[1]))
+    torch.testing.assert_close(est[:1], sc.decode(m_crpt[:1], tuple(x[:1] for x in h), t[:1])[1])
+    assert est[0].abs().max() <= sc.cfg.scale + 1e-6 and est[0].abs().max() > 0
+    # the trained pass reads it: the loss of an example depends on its coin
+    loss_on, _ = sc.train_loss(images, masks, t=t, eps=eps, u=torch.zeros(2))
+    loss_off, _ = sc.train_loss(images, masks, t=t, eps=eps, u=torch.ones(2))
+    assert loss_on.item() != loss_off.item()
+    loss_on.backward()  # the gradient flows through the trained pass only
+    assert all(p.grad is not None for p in sc.decoder.parameters())
+
+
+def test_self_conditioned_sampling_feeds_each_step_the_last_estimate(monkeypatch):
+    torch.manual_seed(0)
+    sc = Pix2SeqD(tiny_config(mask_size=16, image_size=32, self_cond=True)).eval()
+    images, _ = batch()
+    seen, decode = [], sc.decode
+
+    def spy(m_t, h, t, past=None, m_prev=None):
+        seen.append(m_prev)
+        out = decode(m_t, h, t, past, m_prev)
+        seen.append(out[1])
+        return out
+    monkeypatch.setattr(sc, "decode", spy)
+    sc.infer(images, steps=3)
+    assert seen[0] is None  # the first step: no estimate yet (zeros)
+    assert seen[2] is seen[1] and seen[4] is seen[3]  # each later step reads the one before
+
+
+def test_self_conditioning_off_in_the_paper_preset_and_on_a_knob():
+    assert not paper_config().self_cond
+    off = Pix2SeqD(tiny_config(self_cond=False)).decoder.conv_in.in_channels
+    on = Pix2SeqD(tiny_config(self_cond=True)).decoder.conv_in.in_channels
+    assert on - off == tiny_config().n_bits
