@@ -127,9 +127,9 @@ def tiny_config(**overrides):
     dropout, the output conv at PyTorch's default init, m_t rescaled, and input scaling b = 0.3
     (on the shapes it learns several times faster than the paper's 0.1: docs/results.md)."""
     c = dict(n_classes=5, n_class_bits=3, n_identity_bits=3, image_size=64, mask_size=32, scale=0.3,
-             resnet_widths=(16, 32, 64), resnet_depths=(1, 1, 2), resnet_stem=32, resnet_stem_stride=2,
+             resnet_widths=(8, 16, 32), resnet_depths=(1, 1, 2), resnet_stem=32, resnet_stem_stride=2,
              resnet_norm="group", enc_dim=128, enc_layers=2, enc_heads=4, enc_mlp=256, enc_drop_path=0.0,
-             enc_drop_units=0.0, feat_dim=64, dec_base=24, dec_mults=(1, 2, 4), dec_dim=128, dec_layers=2,
+             enc_drop_units=0.0, feat_dim=32, dec_base=24, dec_mults=(1, 2, 4), dec_dim=128, dec_layers=2,
              dec_heads=4, zero_init_out=False, rescale_noisy_input=True)
     c.update(overrides)
     return Config(**c)

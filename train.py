@@ -71,8 +71,9 @@ def parser():
                     help="the model: tiny (CPU-sized) or paper (COCO default)")
     ap.add_argument("--name", default=None, help="run name: writes runs/<name>/ (default: <dataset>-<preset>)")
     ap.add_argument("--out", default="runs", help="folder of runs")
-    ap.add_argument("--train-steps", type=int, default=900, help="(COCO default: 800 epochs, Sec. 4.1)")
-    ap.add_argument("--batch-size", type=int, default=32, help="global batch, split over torchrun's processes")
+    ap.add_argument("--train-steps", type=int, default=1200, help="(COCO default: 800 epochs, Sec. 4.1)")
+    ap.add_argument("--batch-size", type=int, default=16, help="global batch, split over torchrun's processes "
+                    "(video default: 32)")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (paper, COCO: 1e-4)")
     ap.add_argument("--weight-decay", type=float, default=0.05, help="AdamW's weight decay")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps, then linear decay to --end-lr "
