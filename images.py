@@ -99,9 +99,11 @@ def read_frames(path):
         raise ValueError(f"{path}: no such file or folder; give a folder of PNG/JPG frames or an animated image")
     else:
         try:
-            with Image.open(path) as im:
-                n_frames = getattr(im, "n_frames", 1)
-                images = [f.convert("RGB") for f in ImageSequence.Iterator(im)]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # size_note says it in words
+                with Image.open(path) as im:
+                    n_frames = getattr(im, "n_frames", 1)
+                    images = [f.convert("RGB") for f in ImageSequence.Iterator(im)]
         except Image.DecompressionBombError:
             raise too_large(path) from None
         except (OSError, ValueError) as e:

@@ -256,3 +256,17 @@ def test_a_large_image_gets_a_note_and_a_too_large_one_a_one_line_refusal(ckpt, 
     r = run(ckpt, str(tmp_path / "huge.png"), "--steps", "1", "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "20000x20000" in r.stderr and "400 megapixels" in r.stderr
+
+
+def test_frames_between_pillows_two_limits_are_read_without_its_warning(tmp_path, monkeypatch):
+    """Pillow warns (DecompressionBombWarning) above MAX_IMAGE_PIXELS and refuses above twice it:
+    an animated image in between is read, and the size note, not Pillow, speaks."""
+    import warnings
+
+    import images
+    frames = [Image.new("RGB", (64, 64), (10 * k, 0, 0)) for k in range(3)]
+    frames[0].save(tmp_path / "clip.gif", save_all=True, append_images=frames[1:], duration=100)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(images.read_frames(str(tmp_path / "clip.gif"))) == 3
