@@ -33,7 +33,7 @@ from batching import batch_at, noise_at
 from data import ShapesDataset
 from diffusion import PRESETS, Pix2SeqD
 from evaluate import pq_on_dataset
-from recipe import ema_update
+from recipe import ema_update, optimizer
 
 
 def sync(device):
@@ -131,7 +131,7 @@ def profile(args, model, data, autocast):
     the evaluation, and the run's total: {phase: seconds}."""
     cfg = model.cfg
     ema = Pix2SeqD(cfg).to(args.device, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = optimizer(model.parameters(), 1e-4, 0.05)
     phases = {k: [] for k in ("draw the batch", "draw the noise", "forward", "backward", "clip + AdamW", "EMA")}
     for step in range(args.warmup + args.repeat):
         clock = [time.perf_counter()]
@@ -205,7 +205,7 @@ def main(argv=None):
                                       "train_steps": args.train_steps, **profile(args, model, data, autocast)})
     if args.what == "step":
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        opt = optimizer(model.parameters(), 1e-4, 0.05)
         loss_fn = torch.compile(model.train_loss) if args.compile else model.train_loss
 
         def run():

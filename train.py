@@ -42,7 +42,7 @@ from coco import CocoPanoptic, DataError
 from data import ShapesDataset, ShapesVideoDataset, shapes_video
 from diffusion import PRESETS, Pix2SeqD
 from evaluate import MIN_PIXELS_MASK, pq_on_dataset, pq_row, pq_text, video_clips
-from recipe import COCO_CPU_DEFAULTS, COCO_DEFAULTS, VIDEO_DEFAULTS, ema_update, lr_at
+from recipe import COCO_CPU_DEFAULTS, COCO_DEFAULTS, VIDEO_DEFAULTS, ema_update, lr_at, optimizer
 from stream import stream, video_inputs
 
 VIDEO_FRAMES_SHOWN = (0, 2, 4, 7)  # summary.png of a video run: these frames of the first held-out clip
@@ -355,7 +355,7 @@ def train(args, rank=0, world=1):
         args.log_every = max(1, min(25, args.train_steps // 50))
     stop = min(args.stop_at or args.train_steps, args.train_steps)
     ema = copy.deepcopy(model).eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
+    opt = optimizer(model.parameters(), args.lr, args.weight_decay)
     start, trained = 0, 0.0
     if args.resume:
         try:
