@@ -266,6 +266,9 @@ def init_config(args, cfg):
     for k in ("scale", "loss", "p"):
         if getattr(args, k) is not None and getattr(args, k) != getattr(init_model.cfg, k):
             fail(f"--{k.replace('_', '-')} {getattr(args, k)}: --init {args.init} has {getattr(init_model.cfg, k)}")
+    if args.self_cond is not None and (args.self_cond == "on") != init_model.cfg.self_cond:
+        fail(f"--self-cond {args.self_cond}: --init {args.init} has self-conditioning "
+             f"{'on' if init_model.cfg.self_cond else 'off'}")
     return dataclasses.replace(init_model.cfg, n_past=cfg.n_past, **{k: getattr(args, k) for k in
                                ("image_size", "mask_size") if getattr(args, k) is not None}), init_model
 

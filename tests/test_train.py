@@ -225,6 +225,8 @@ def test_init_at_another_resolution(tmp_path):
     assert (cfg["image_size"], cfg["mask_size"]) == (128, 64)
     r = run_cli(*args[:4], "--init", ckpt, "--loss", "l2", "--train-steps", "1")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--loss l2" in r.stderr
+    r = run_cli(*args[:4], "--init", ckpt, "--self-cond", "on", "--train-steps", "1")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--self-cond on" in r.stderr
 
 
 def test_ema_follows_batch_norm_statistics():
