@@ -77,20 +77,23 @@ def thing_ids(mask, categories):
 
 @torch.no_grad()
 def video_clips(model, categories, videos=20, frames=8, seed=0, batch_size=10, device="cpu", progress=True,
-                **stream_args):
+                shown=None, **stream_args):
     """Scores stream(model) on held-out synthetic clips (split "val", clips 0..videos-1). Returns
     {"J&F", "J": {"mean", "recall"}, "F": {...}, "identity", "panoptic", "objects"}: DAVIS J&F
     (unsupervised: each gt thing track gets its best predicted identity for the whole clip), means
     over all objects of all clips; identity = the fraction of gt thing tracks followed by one
     predicted identity in every frame, one that holds no other track (metrics.identity_consistency);
     panoptic = PanopticQuality.compute() over all frames, each scored on its own; objects = the number
-    of gt thing tracks."""
+    of gt thing tracks. shown: a list to receive (frame, gt, pred) numpy triples of the first clip's
+    frames (for a figure)."""
     model.eval()
     pq, objects, consistent = PanopticQuality(categories), [], 0.0
     for start in tqdm(range(0, videos, batch_size), desc="clips", disable=not progress, leave=False):
         clips = [shapes_video(i, "val", seed, frames, 0, model.cfg.image_size, model.cfg.mask_size)
                  for i in range(start, min(videos, start + batch_size))]
         pred = stream(model, torch.stack([c[0] for c in clips]).to(device), **stream_args).cpu()
+        if shown is not None and start == 0:
+            shown += [(f.numpy(), g.numpy(), p.numpy()) for f, g, p in zip(*clips[0], pred[0])]
         for p, (_, g) in zip(pred, clips):
             for pf, gf in zip(p, g):
                 pq.update(pf, gf)

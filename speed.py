@@ -174,7 +174,7 @@ def profile(args, model, data, autocast):
     total = args.train_steps * step_s + evaluation
     print(f"  {'one step':16s} {1e3 * step_s:8.1f} ms; {args.train_steps} steps {args.train_steps * step_s:.0f} s, "
           f"evaluation ({args.eval_images} images, {args.steps} steps) {evaluation:.0f} s: {total:.0f} s in all")
-    return {**{k: v for k, v in per_step.items()}, "evaluation": evaluation, "total": total}
+    return {**per_step, "evaluation": evaluation, "total": total}
 
 
 def write_json(path, result):

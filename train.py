@@ -39,11 +39,11 @@ import cli
 from batching import Draws, StepBatches, noise_at
 from cli import Parser
 from coco import CocoPanoptic, DataError
-from data import ShapesDataset, ShapesVideoDataset, shapes_video
+from data import ShapesDataset, ShapesVideoDataset
 from diffusion import PRESETS, Pix2SeqD
 from evaluate import MIN_PIXELS_MASK, pq_on_dataset, pq_row, pq_text, video_clips
 from recipe import COCO_CPU_DEFAULTS, COCO_DEFAULTS, VIDEO_DEFAULTS, ema_update, lr_at, optimizer
-from stream import stream, video_inputs
+from stream import video_inputs
 
 VIDEO_FRAMES_SHOWN = (0, 2, 4, 7)  # summary.png of a video run: these frames of the first held-out clip
 
@@ -305,12 +305,10 @@ def final_eval(args, cfg, ema, val_set, categories, t0):
     trained, t_eval = time.time() - t0, time.time()
     shown = []
     if cfg.n_past:  # video: stream held-out clips (--steps on the first frame, stream.STEPS_REST on the rest)
-        kw = dict(steps_first=args.steps, td=args.td, min_pixels=args.min_pixels)
-        vid = video_clips(ema, categories, max(1, args.eval_images // 8), seed=args.seed, device=args.device, **kw)
+        vid = video_clips(ema, categories, max(1, args.eval_images // 8), seed=args.seed, device=args.device,
+                          shown=shown, steps_first=args.steps, td=args.td, min_pixels=args.min_pixels)
         res = vid["panoptic"]
-        frames, gt = shapes_video(0, "val", args.seed, 8, 0, cfg.image_size, cfg.mask_size)
-        pred = stream(ema, frames[None].to(args.device), **kw)[0].cpu()
-        shown = [(frames[k].numpy(), gt[k].numpy(), pred[k].numpy()) for k in VIDEO_FRAMES_SHOWN]
+        shown = [shown[k] for k in VIDEO_FRAMES_SHOWN]
     else:
         res = pq_on_dataset(ema, val_set, categories, args.steps, args.td, args.min_pixels, device=args.device,
                             shown=shown)
