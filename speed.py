@@ -1,7 +1,7 @@
 """How fast the model runs here: Alg. 1's training step or Alg. 2's sampling, against this machine's own
 matmul rate.
 
-    python speed.py step                          # the default run's step: tiny preset, batch 16, CPU
+    python speed.py step                          # the default run's step: tiny preset, batch 8, CPU
     python speed.py sample --preset paper --image-size 1024 --mask-size 512 --batch-size 1 --device cuda --amp
     python speed.py step --preset paper --image-size 256 --mask-size 128 --batch-size 8 --device cuda --compile
     python speed.py loader --data-root DIR        # COCO examples per second and CPU core, 256 px stage
@@ -33,7 +33,7 @@ from batching import batch_at, noise_at
 from data import ShapesDataset
 from diffusion import PRESETS, Pix2SeqD
 from evaluate import pq_on_dataset
-from recipe import ema_update, optimizer
+from recipe import SHAPES_DEFAULTS, ema_update, optimizer
 
 
 def sync(device):
@@ -81,9 +81,11 @@ def get_args(argv=None):
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="(%(default)s)")
     ap.add_argument("--image-size", type=int, default=None, help="(the preset's)")
     ap.add_argument("--mask-size", type=int, default=None, help="(the preset's)")
-    ap.add_argument("--batch-size", type=int, default=16, help="(%(default)s: train.py's)")
+    ap.add_argument("--batch-size", type=int, default=SHAPES_DEFAULTS["batch_size"],
+                    help="(%(default)s: train.py's)")
     ap.add_argument("--steps", type=int, default=20, help="sample: decoder passes (%(default)s)")
-    ap.add_argument("--train-steps", type=int, default=1200, help="profile: the run's steps (train.py's default)")
+    ap.add_argument("--train-steps", type=int, default=SHAPES_DEFAULTS["train_steps"],
+                    help="profile: the run's steps (train.py's default)")
     ap.add_argument("--eval-images", type=int, default=200, help="profile: held-out images sampled (train.py's default)")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast")
     ap.add_argument("--compile", action="store_true", help="torch.compile the loss (step) or the decoder (sample)")

@@ -42,7 +42,7 @@ from coco import CocoPanoptic, DataError
 from data import ShapesDataset, ShapesVideoDataset
 from diffusion import PRESETS, Pix2SeqD
 from evaluate import MIN_PIXELS_MASK, pq_on_dataset, pq_row, pq_text, video_clips
-from recipe import COCO_CPU_DEFAULTS, COCO_DEFAULTS, VIDEO_DEFAULTS, ema_update, lr_at, optimizer
+from recipe import COCO_CPU_DEFAULTS, COCO_DEFAULTS, SHAPES_DEFAULTS, VIDEO_DEFAULTS, ema_update, lr_at, optimizer
 from stream import video_inputs
 
 VIDEO_FRAMES_SHOWN = (0, 2, 4, 7)  # summary.png of a video run: these frames of the first held-out clip
@@ -71,9 +71,10 @@ def parser():
                     help="the model: tiny (CPU-sized) or paper (COCO default)")
     ap.add_argument("--name", default=None, help="run name: writes runs/<name>/ (default: <dataset>-<preset>)")
     ap.add_argument("--out", default="runs", help="folder of runs")
-    ap.add_argument("--train-steps", type=int, default=1200, help="(COCO default: 800 epochs, Sec. 4.1)")
-    ap.add_argument("--batch-size", type=int, default=16, help="global batch, split over torchrun's processes "
-                    "(video default: 32)")
+    ap.add_argument("--train-steps", type=int, default=SHAPES_DEFAULTS["train_steps"],
+                    help="(COCO default: 800 epochs, Sec. 4.1)")
+    ap.add_argument("--batch-size", type=int, default=SHAPES_DEFAULTS["batch_size"],
+                    help="global batch, split over torchrun's processes (video default: 32)")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (paper, COCO: 1e-4)")
     ap.add_argument("--weight-decay", type=float, default=0.05, help="AdamW's weight decay")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps, then linear decay to --end-lr "
