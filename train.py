@@ -74,7 +74,7 @@ def parser():
     ap.add_argument("--train-steps", type=int, default=SHAPES_DEFAULTS["train_steps"],
                     help="(COCO default: 800 epochs, Sec. 4.1)")
     ap.add_argument("--batch-size", type=int, default=SHAPES_DEFAULTS["batch_size"],
-                    help="global batch, split over torchrun's processes (video default: 32)")
+                    help="global batch, split over torchrun's processes (video default: 8)")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (paper, COCO: 1e-4)")
     ap.add_argument("--weight-decay", type=float, default=0.05, help="AdamW's weight decay")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps, then linear decay to --end-lr "

@@ -206,6 +206,19 @@ def test_coco_defaults_follow_the_official_low_resolution_stage_on_cuda(monkeypa
     assert "COCO_CPU_DEFAULTS" not in capsys.readouterr().out
 
 
+def test_the_default_run_and_speed_py_share_one_budget():
+    """train.py's shapes run and speed.py's profile of it read recipe.SHAPES_DEFAULTS; the video
+    fine-tune keeps its own (VIDEO_DEFAULTS)."""
+    import speed
+    run, prof = train.get_args([]), speed.get_args(["profile"])
+    assert (run.train_steps, run.batch_size) == (recipe.SHAPES_DEFAULTS["train_steps"],
+                                                recipe.SHAPES_DEFAULTS["batch_size"]) == (1600, 8)
+    assert (prof.train_steps, prof.batch_size, prof.eval_images) == (run.train_steps, run.batch_size, run.eval_images)
+    video = train.get_args(["--dataset", "shapes-video"])
+    assert (video.train_steps, video.batch_size) == (recipe.VIDEO_DEFAULTS["train_steps"],
+                                                    recipe.VIDEO_DEFAULTS["batch_size"])
+
+
 def test_coco_on_the_cpu_defaults_to_a_small_run_and_says_so(capsys):
     args = train.get_args(["--dataset", "coco", "--data-root", "somewhere"])
     assert (args.preset, args.image_size, args.mask_size, args.batch_size, args.train_steps) == ("tiny", 128, 64, 8, 200)
