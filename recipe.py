@@ -9,7 +9,7 @@ import torch
 # --dataset shapes (train.py's own defaults): the default run, budgeted in steps. At equal FLOPs smaller
 # batches learn more on the shapes (batch 4 > 8 > 16 > 32), but on a CPU a batch of 4 leaves the cores
 # idle: 8 buys the most PQ per second (docs/results.md, "Learning speed of the default run").
-SHAPES_DEFAULTS = dict(train_steps=1600, batch_size=8)
+SHAPES_DEFAULTS = dict(train_steps=1600, batch_size=8, eval_images=200)
 # --dataset coco: the low-resolution stage of Sec. 4.1 (256 px images, 128 px masks, 800 epochs of batch 512,
 # lr 1e-4, EMA 0.999, scale jitter [1, 3]) with the official config's warm-up (5 epochs: None), decay
 # to 0.1 of the peak lr and colour jitter 1. High-resolution stage: docs/coco.md.

@@ -86,7 +86,8 @@ def get_args(argv=None):
     ap.add_argument("--steps", type=int, default=20, help="sample: decoder passes (%(default)s)")
     ap.add_argument("--train-steps", type=int, default=SHAPES_DEFAULTS["train_steps"],
                     help="profile: the run's steps (train.py's default)")
-    ap.add_argument("--eval-images", type=int, default=200, help="profile: held-out images sampled (train.py's default)")
+    ap.add_argument("--eval-images", type=int, default=SHAPES_DEFAULTS["eval_images"],
+                    help="profile: held-out images sampled (train.py's default)")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast")
     ap.add_argument("--compile", action="store_true", help="torch.compile the loss (step) or the decoder (sample)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs first (%(default)s)")

@@ -99,7 +99,8 @@ def parser():
     ap.add_argument("--td", type=float, default=2.0, help="time difference td at evaluation")
     ap.add_argument("--min-pixels", type=int, default=MIN_PIXELS_MASK,
                     help="at evaluation, segments of fewer mask pixels become void (%(default)s)")
-    ap.add_argument("--eval-images", type=int, default=200, help="held-out images of the evaluation (video: /8 clips)")
+    ap.add_argument("--eval-images", type=int, default=SHAPES_DEFAULTS["eval_images"],
+                    help="held-out images of the evaluation (video: /8 clips)")
     ap.add_argument("--log-every", type=int, default=None,
                     help="log the loss every this many steps (default: about 50 points over the run, at most every 25)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the data draws, the weights and the noise")
