@@ -167,7 +167,7 @@ def plot(ablation, rows, path, title):
         ax.set_xticks(list(x), [str(r["setting"]) for r in rows])
         ax.set(xlabel={"scale": "input scaling b", "loss": "loss", "p": "loss weighting p"}[ablation],
                ylabel="%", ylim=(0, 100))
-        ax.legend(fontsize=7)
+        fig.legend(loc="outside lower center", ncol=4, fontsize=7, frameon=False)  # below: bars reach 100
     fig.suptitle(textwrap.fill(title, 75), fontsize=8)  # the run's settings: long, so on two lines
     fig.savefig(path, dpi=80)
     plt.close(fig)
