@@ -13,6 +13,8 @@ the concatenation with the last pushed tensor, then nearest upsampling and a 3x3
 SiLU and a 1x1 conv give the output: m_logits float[B, G, K, h, w] (G softmax groups of K = 2**n
 entries, Sec. 3.2), or with the l2 loss the analog bits m_pred float[B, n_bits, h, w] directly.
 Residual blocks return (x + shortcut) / sqrt(2), their second conv starting near zero.
+cfg.dec_resample = "pool" (the tiny preset's departure) resamples without convolutions: 2x2 average
+pooling going down, nearest upsampling alone going up; the skip connections stay as they are.
 """
 import math
 
@@ -90,6 +92,9 @@ class MaskDecoder(nn.Module):
         self.conv_in = nn.Conv2d(cfg.n_bits * n_masks + cfg.feat_dim, widths[0], 1)
         self.norm_in = norm(widths[0])
         skips = [widths[0]]  # channels of the pushed tensors
+        if cfg.dec_resample not in ("conv", "pool"):
+            raise ValueError(f"dec_resample must be 'conv' or 'pool', got {cfg.dec_resample!r}")
+        conv = cfg.dec_resample == "conv"  # "pool": average-pool down, plain nearest up, no convs
         self.down, self.down_convs = nn.ModuleList(), nn.ModuleList()
         c = widths[0]
         for i, w in enumerate(widths):
@@ -97,7 +102,8 @@ class MaskDecoder(nn.Module):
             c = w
             skips.append(c)
             if i < len(widths) - 1:
-                self.down_convs.append(nn.Conv2d(c, c, 3, 2))  # TF 'SAME' padding in forward
+                if conv:
+                    self.down_convs.append(nn.Conv2d(c, c, 3, 2))  # TF 'SAME' padding in forward
                 skips.append(c)
         self.norm_mid_in, self.conv_mid_in = norm(c), nn.Conv2d(c, dim, 1)
         self.t_token = nn.Linear(t_dim, dim)
@@ -108,7 +114,7 @@ class MaskDecoder(nn.Module):
         for i, w in reversed(list(enumerate(widths))):  # two blocks per level, each fed a skip connection
             self.up.append(nn.ModuleList([ResBlock(c + skips.pop(), w, t_dim), ResBlock(w + skips.pop(), w, t_dim)]))
             c = w
-            if i > 0:
+            if i > 0 and conv:
                 self.up_convs.append(nn.Conv2d(c, c, 3, padding=1))
         self.norm_out, self.conv_out = norm(c), nn.Conv2d(c, out_channels, 1)
         if cfg.zero_init_out:  # the official init; False: PyTorch's default (diffusion.Config)
@@ -125,8 +131,8 @@ class MaskDecoder(nn.Module):
         for i, block in enumerate(self.down):
             x = block(x, temb)
             skips.append(x)
-            if i < len(self.down_convs):
-                x = self.down_convs[i](pad_same(x, 3, 2))
+            if i < len(self.down) - 1:
+                x = self.down_convs[i](pad_same(x, 3, 2)) if self.down_convs else F.avg_pool2d(x, 2)
                 skips.append(x)
         x = self.conv_mid_in(self.norm_mid_in(x))
         B, D, h, w = x.shape
@@ -139,6 +145,7 @@ class MaskDecoder(nn.Module):
         for i, (b1, b2) in enumerate(self.up):
             x = b1(torch.cat([x, skips.pop()], 1), temb)
             x = b2(torch.cat([x, skips.pop()], 1), temb)
-            if i < len(self.up_convs):
-                x = self.up_convs[i](F.interpolate(x, scale_factor=2, mode="nearest"))
+            if i < len(self.up) - 1:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+                x = self.up_convs[i](x) if self.up_convs else x
         return self.conv_out(F.silu(self.norm_out(x)))

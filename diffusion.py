@@ -94,6 +94,7 @@ class Config:
     dec_layers: int = 6
     dec_heads: int = 8
     zero_init_out: bool = True     # the output conv starts near zero (official) or at PyTorch's default
+    dec_resample: str = "conv"     # "conv": stride-2 conv down, 3x3 conv after nearest up (official); "pool"
     rescale_noisy_input: bool = False  # divide m_t by its standard deviation (Pix2SeqD.decoder_out)
     self_cond: bool = False        # the decoder also reads its previous estimate of the bits (Pix2SeqD.train_loss)
     n_past: int = 0                # past masks fed to the decoder (video, Sec. 3.4: 2)
@@ -124,13 +125,14 @@ def paper_config(**overrides):
 def tiny_config(**overrides):
     """The same architecture sized down to train on a CPU on the built-in 64x64 shapes in minutes,
     with the choices a short CPU run needs (docs/departures.md): GroupNorm in the ResNet, no
-    dropout, the output conv at PyTorch's default init, m_t rescaled, and input scaling b = 0.3
-    (on the shapes it learns several times faster than the paper's 0.1: docs/results.md)."""
+    dropout, the output conv at PyTorch's default init, m_t rescaled, the decoder resampled by
+    pooling and plain upsampling (no resampling convs), and input scaling b = 0.3 (on the shapes
+    it learns several times faster than the paper's 0.1: docs/results.md)."""
     c = dict(n_classes=5, n_class_bits=3, n_identity_bits=3, image_size=64, mask_size=32, scale=0.3,
              resnet_widths=(8, 16, 32), resnet_depths=(1, 1, 2), resnet_stem=32, resnet_stem_stride=2,
              resnet_norm="group", enc_dim=128, enc_layers=2, enc_heads=4, enc_mlp=256, enc_drop_path=0.0,
              enc_drop_units=0.0, feat_dim=32, dec_base=24, dec_mults=(1, 2, 4), dec_dim=128, dec_layers=2,
-             dec_heads=4, zero_init_out=False, rescale_noisy_input=True)
+             dec_heads=4, zero_init_out=False, rescale_noisy_input=True, dec_resample="pool")
     c.update(overrides)
     return Config(**c)
 

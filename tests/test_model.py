@@ -257,3 +257,26 @@ def test_self_conditioning_off_in_the_paper_preset_and_on_a_knob():
     off = Pix2SeqD(tiny_config(self_cond=False)).decoder.conv_in.in_channels
     on = Pix2SeqD(tiny_config(self_cond=True)).decoder.conv_in.in_channels
     assert on - off == tiny_config().n_bits
+
+
+def test_pool_resampling_is_average_pooling_down_and_nearest_upsampling_up():
+    """dec_resample='pool': no resampling convs; each level below the first reads the 2x2 average
+    of the level above, and the up path's next level reads the nearest upsampling of the last."""
+    torch.manual_seed(0)
+    model = Pix2SeqD(tiny_config(mask_size=16, image_size=32, dec_resample="pool")).eval()
+    d = model.decoder
+    assert len(d.down_convs) == 0 and len(d.up_convs) == 0
+    seen = {}
+    d.down[0].register_forward_hook(lambda m, i, o: seen.__setitem__("down0", o))
+    d.down[1].register_forward_pre_hook(lambda m, i: seen.__setitem__("down1_in", i[0]))
+    d.up[0][1].register_forward_hook(lambda m, i, o: seen.__setitem__("up0", o))
+    d.up[1][0].register_forward_pre_hook(lambda m, i: seen.__setitem__("up1_in", i[0]))
+    images, masks = batch()
+    with torch.no_grad():
+        model.train_loss(images, masks)
+    assert torch.equal(seen["down1_in"], torch.nn.functional.avg_pool2d(seen["down0"], 2))
+    up = seen["up0"].repeat_interleave(2, -1).repeat_interleave(2, -2)
+    assert torch.equal(seen["up1_in"][:, :up.shape[1]], up)
+    assert paper_config().dec_resample == "conv"
+    with pytest.raises(ValueError, match="dec_resample"):
+        Pix2SeqD(tiny_config(dec_resample="bilinear"))
