@@ -7,7 +7,8 @@
     python ablations.py all --reuse      # all four; runs kept from before are not retrained
 
 Every training setting is one call of train.main (its defaults otherwise: tiny preset, AdamW lr 1e-3,
-EMA 0.99) followed by its eval (PQ on --eval-images held-out images, --steps and --td). A run is named
+EMA 0.99) followed by its eval (PQ on --eval-images held-out images, Alg. 2's DDIM at --steps and
+--td). A run is named
 by all the flags that change it, so the ablations share the default setting (the tiny preset's b 0.3, ce, p 0.2): `all`
 trains 8 models, and the sampling sweep reuses the default one. --reuse skips a run whose
 <out>/<name>/log.jsonl already ends with its eval line. For each ablation, <out>/ablation_<name>.json
@@ -75,7 +76,7 @@ def train_run(knobs, args, done):
         result = train.main(["--out", args.out, "--name", name, "--train-steps", str(args.train_steps),
                              "--batch-size", str(args.batch_size), "--warmup", str(args.warmup),
                              "--eval-images", str(args.eval_images),
-                             "--steps", str(args.steps), "--td", str(args.td), "--seed", str(args.seed),
+                             "--steps", str(args.steps), "--td", str(args.td), "--eta", "0", "--seed", str(args.seed),
                              "--scale", str(knobs["scale"]), "--loss", knobs["loss"], "--p", str(knobs["p"])])
         with open(os.path.join(run_dir, "git.json"), "w") as f:
             json.dump(args.git, f)  # the code this process imported (others may commit while it trains)

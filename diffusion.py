@@ -34,17 +34,28 @@ def corrupt(m_bits, t, eps):
     return (g.sqrt() * m_bits + (1 - g).sqrt() * eps).to(m_bits.dtype)
 
 
-def ddim_step(x_t, x_pred, t_now, t_next, scale=0.1):
+def ddim_step(x_t, x_pred, t_now, t_next, scale=0.1, eta=0.0, noise=None):
     """Alg. 4: estimate x at t_next from x_t and the predicted x0 (x_pred). x_t, x_pred:
-    float[B, ...]; t_now, t_next: floats (the sampler's), or float[B] tensors (one per example)."""
+    float[B, ...]; t_now, t_next: floats (the sampler's), or float[B] tensors (one per example).
+
+    eta (DDIM's eta, Song et al. 2021, Eq. 12): 0 is Alg. 4, deterministic; 1 is DDPM's ancestral
+    step (Sec. 2 names both transition rules), a draw from q(x_next | x_t, x0): of the noise
+    variance 1 - gamma_next at t_next, sigma^2 = eta^2 (1 - g_next) / (1 - g_now) (1 - g_now / g_next)
+    is fresh noise (`noise`, standard normal like x_t; drawn here if None), the rest is eps."""
     per_example = any(isinstance(t, torch.Tensor) and t.dim() for t in (t_now, t_next))
-    if kernels.enabled(x_t) and not per_example:
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must be in [0, 1] (0: DDIM, 1: DDPM), got {eta}")
+    if kernels.enabled(x_t) and not per_example and eta == 0:
         from kernels.ddim import ddim_step as ddim_step_kernel
         return ddim_step_kernel(x_t, x_pred, t_now, t_next, scale)
     g_now, g_next = gamma_of(t_now, x_t), gamma_of(t_next, x_t)  # 0-dim for one time: x's dtype is kept
     x_pred = x_pred.clamp(-scale, scale)
     eps = (x_t - g_now.sqrt() * x_pred) / (1 - g_now).sqrt()
-    return (g_next.sqrt() * x_pred + (1 - g_next).sqrt() * eps).to(x_t.dtype)
+    if eta == 0:
+        return (g_next.sqrt() * x_pred + (1 - g_next).sqrt() * eps).to(x_t.dtype)
+    var = (eta ** 2 * (1 - g_next) / (1 - g_now) * (1 - g_now / g_next)).clamp(min=0)
+    noise = torch.randn_like(x_t) if noise is None else noise
+    return (g_next.sqrt() * x_pred + (1 - g_next - var).sqrt() * eps + var.sqrt() * noise).to(x_t.dtype)
 
 
 def ce_and_m_pred(m_logits, target, weights, scale):
@@ -276,7 +287,7 @@ class Pix2SeqD(nn.Module):
 
     @torch.no_grad()
     def infer(self, images, steps=20, td=2.0, min_pixels=0, past=None, known=None, known_region=None,
-              trajectory=False, vote=True):
+              trajectory=False, vote=True, eta=0.0):
         """Alg. 2. images: float[B, 3, H, W] -> long[B, h, w, 2], majority-voted at mask size
         (identities.majority_vote with min_pixels), or with vote=False the decoded bits as they are,
         for a caller that votes once at the size it scores or writes (the image's own size).
@@ -291,10 +302,13 @@ class Pix2SeqD(nn.Module):
         own identity for a segment and the one its known blocks carry fight: with 10% of the
         ground truth known in 4x4 blocks, the blocks came out as extra segments beside the model's
         (PQ 45.8, below the 63.1 of sampling from scratch; renamed: 63.9; README "PQ sweeps").
-        trajectory=True also returns the list of decoded masks after each step (Fig. 11)."""
+        trajectory=True also returns the list of decoded masks after each step (Fig. 11).
+        eta: ddim_step's; 0 (Alg. 2's DDIM) or up to 1 (DDPM's ancestral steps)."""
         c = self.cfg
         if (known is None) != (known_region is None):
             raise ValueError("inpainting needs both known (long[B, h, w, 2]) and known_region (bool[B, h, w])")
+        if not 0 <= eta <= 1:
+            raise ValueError(f"eta must be in [0, 1] (0: DDIM, 1: DDPM), got {eta}")
         h = self.encode(images)
         B = images.shape[0]
         shape = (B, c.n_bits, c.mask_size, c.mask_size)
@@ -319,7 +333,7 @@ class Pix2SeqD(nn.Module):
                 k_bits = self.to_bits(rename(known, pi), check=False)
                 m_t = torch.where(region[:, None], corrupt(k_bits, t, torch.randn_like(m_t)), m_t)
             _, m_pred = self.decode(m_t, h, t, past, m_pred)
-            m_t = ddim_step(m_t, m_pred, t_now, t_next, c.scale)
+            m_t = ddim_step(m_t, m_pred, t_now, t_next, c.scale, eta)
             if known is not None or trajectory:
                 masks = self.decode_bits(m_pred, min_pixels)
             if known is not None:

@@ -51,16 +51,17 @@ def sweep_settings(steps_list, td_list, steps, td, inpaint_drop=()):
 
 @torch.no_grad()
 def pq_on_dataset(model, dataset, categories, steps=20, td=2.0, min_pixels=MIN_PIXELS_MASK, batch_size=50,
-                  device="cpu", progress=True, shown=None):
+                  device="cpu", progress=True, shown=None, eta=0.0):
     """PQ of the model's samples on a data set of (image, mask) at the model's sizes, scored at mask
     resolution: the dict of metrics.PanopticQuality.compute().
-    shown: a list to receive (image, gt, pred) numpy triples of the first 4 images (for a figure)."""
+    shown: a list to receive (image, gt, pred) numpy triples of the first 4 images (for a figure);
+    eta: the sampler's (Pix2SeqD.infer)."""
     model.eval()
     pq = PanopticQuality(categories)
     n = len(dataset)
     for start in tqdm(range(0, n, batch_size), desc="eval", disable=not progress, leave=False):
         images, masks = zip(*(dataset[i] for i in range(start, min(n, start + batch_size))))
-        pred = model.infer(torch.stack(images).to(device), steps=steps, td=td, min_pixels=min_pixels).cpu()
+        pred = model.infer(torch.stack(images).to(device), steps=steps, td=td, min_pixels=min_pixels, eta=eta).cpu()
         for x, p, g in zip(images, pred, masks):
             pq.update(p, g)
             if shown is not None and len(shown) < 4:
@@ -159,10 +160,10 @@ def drop_blocks(n, m, block, drop, generator):
 
 @torch.no_grad()
 def coco_sweep(model, categories, root, settings, data="shapes", n=100, data_root=None, block=4, min_pixels=16,
-               seed=0, batch_size=25, device="cpu", ckpt="the checkpoint"):
+               seed=0, batch_size=25, device="cpu", ckpt="the checkpoint", eta=0.0):
     """Samples the first n val images once per setting (sweep_settings), writes the predictions as
     COCO panoptic files under root/, scores them with metrics.pq_from_coco_files. Each setting's
-    sampler noise is seeded with seed. Returns the rows (pq_row + sweep, steps, td, drop,
+    sampler noise is seeded with seed; eta is the sampler's (Pix2SeqD.infer). Returns the rows (pq_row + sweep, steps, td, drop,
     sec_per_image, predictions) and writes them to root/results.json."""
     cfg, m = model.cfg, model.cfg.mask_size
     os.makedirs(root, exist_ok=True)
@@ -183,7 +184,7 @@ def coco_sweep(model, categories, root, settings, data="shapes", n=100, data_roo
             if drop:
                 kw = dict(known=torch.stack(masks).to(device),
                           known_region=drop_blocks(len(idx), m, block, drop, blocks).to(device))
-            pred = model.infer(torch.stack(images).to(device), steps, td, vote=False, **kw).cpu().numpy()
+            pred = model.infer(torch.stack(images).to(device), steps, td, vote=False, eta=eta, **kw).cpu().numpy()
             for i, p in zip(idx, pred):
                 full = vote_at_image_size(paste(p, i), cfg.n_classes, min_pixels)
                 segments = write_mask_png(full, os.path.join(pred_dir, items[i][1]), categories)

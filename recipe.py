@@ -8,14 +8,16 @@ import torch
 
 # --dataset shapes (train.py's own defaults): the default run, budgeted in steps. At equal FLOPs smaller
 # batches learn more on the shapes (batch 4 > 8 > 16 > 32), but on a CPU a batch of 4 leaves the cores
-# idle: 8 buys the most PQ per second (docs/results.md, "Learning speed of the default run").
-SHAPES_DEFAULTS = dict(train_steps=1600, batch_size=8, eval_images=200)
+# idle: 8 buys the most PQ per second (docs/results.md, "Learning speed of the default run"). Its
+# evaluation samples with DDPM's ancestral steps (eta 1) and 50 steps: on the short run's model they
+# give 4-6 points of PQ over Alg. 2's 20 DDIM steps, the paper's (docs/departures.md).
+SHAPES_DEFAULTS = dict(train_steps=1600, batch_size=8, eval_images=200, steps=50, eta=1.0)
 # --dataset coco: the low-resolution stage of Sec. 4.1 (256 px images, 128 px masks, 800 epochs of batch 512,
 # lr 1e-4, EMA 0.999, scale jitter [1, 3]) with the official config's warm-up (5 epochs: None), decay
 # to 0.1 of the peak lr and colour jitter 1. High-resolution stage: docs/coco.md.
 COCO_DEFAULTS = dict(preset="paper", image_size=256, mask_size=128, batch_size=512, train_steps=None, lr=1e-4,
                      ema=0.999, warmup=None, end_lr=0.1, workers=min(8, os.cpu_count() or 1), eval_images=5000,
-                     ckpt_every=1000)
+                     ckpt_every=1000, steps=20, eta=0.0)
 # --dataset coco on the CPU (the default --device): a run sized for minutes, not the paper's stage (a
 # batch of 512 at 256 px would need ~50 GB for activations): the tiny preset at 128 / 64 px, batch 8,
 # 200 steps, the lr and EMA of train.py's shapes runs (1e-3, 0.99); end lr 0.1
@@ -25,7 +27,7 @@ COCO_CPU_DEFAULTS = dict(COCO_DEFAULTS, preset="tiny", image_size=128, mask_size
 # --dataset shapes-video: fine-tune (--init) on 3-frame windows. The paper's video runs use a constant
 # lr of 1e-5..3e-5 and EMA 0.99 (official configs); for a few CPU minutes on the tiny model these are ours
 # (batch 8 x 1200 steps beat 32 x 300, the same examples, by 7 J&F points: docs/results.md).
-VIDEO_DEFAULTS = dict(train_steps=1200, batch_size=8, lr=3e-4, warmup=0, ema=0.98)
+VIDEO_DEFAULTS = dict(train_steps=1200, batch_size=8, lr=3e-4, warmup=0, ema=0.98, steps=20, eta=0.0)
 
 
 def optimizer(params, lr, weight_decay):

@@ -114,7 +114,8 @@ def segment(model, path, categories, args, stem):
         kw = dict(known=torch.from_numpy(to_grid(partial, valid, S, m))[None].to(dev),
                   known_region=torch.from_numpy(to_grid(known, valid, S, m))[None].to(dev))
     torch.manual_seed(args.seed)
-    out = model.infer(x[None].to(dev), args.steps, args.td, trajectory=args.trajectory, vote=False, **kw)
+    out = model.infer(x[None].to(dev), args.steps, args.td, trajectory=args.trajectory, vote=False, eta=args.eta,
+                      **kw)
     mask, path_masks = out if args.trajectory else (out, None)
     stages.update()
     decoded = paste_back(mask[0].cpu().numpy(), size, valid, S)
@@ -187,6 +188,8 @@ def get_args(argv=None):
                     "checkpoints/shapes-tiny.pt, trained on the built-in synthetic shapes only)")
     ap.add_argument("--steps", type=int, default=20, help="sampling steps (Alg. 2) (%(default)s)")
     ap.add_argument("--td", type=float, default=2.0, help="time difference td of Alg. 2's time steps (%(default)s)")
+    ap.add_argument("--eta", type=float, default=0.0,
+                    help="the sampler: 0 Alg. 2's DDIM, 1 DDPM's ancestral steps, or between (%(default)s)")
     ap.add_argument("--min-pixels", type=int, default=16, help="segments with fewer pixels at the image's own size "
                     "become void (%(default)s: 4 pixels of the shipped model's half-resolution mask; official configs: 40, the paper's text: 80)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (%(default)s)")
@@ -214,6 +217,8 @@ def get_args(argv=None):
     args = ap.parse_args(argv)
     cli.at_least(ap, args, 1, "steps", "n", "block", "batch_size", "sweep_steps")
     cli.at_least(ap, args, 0, "td", "sweep_td", "min_pixels")
+    if not 0 <= args.eta <= 1:
+        ap.error(f"--eta must be in [0, 1] (0: DDIM, 1: DDPM), got {args.eta:g}")
     if not all(0 < d < 1 for d in args.inpaint_drop):
         ap.error("--inpaint-drop: fractions must lie in (0, 1)")
     if args.evaluate == bool(args.images):
@@ -232,7 +237,7 @@ def evaluate(model, categories, args):
     root = os.path.join(args.out, "eval")
     settings = sweep_settings(args.sweep_steps, args.sweep_td, args.steps, args.td, args.inpaint_drop)
     results = coco_sweep(model, categories, root, settings, args.data, args.n, args.data_root, args.block,
-                         args.min_pixels, args.seed, args.batch_size, args.device, args.ckpt)
+                         args.min_pixels, args.seed, args.batch_size, args.device, args.ckpt, args.eta)
     print(f"PQ of {args.ckpt} on {args.n} {args.data} val images (COCO panoptic files in {root}/), in %:")
     print(sweep_table(results))
     return results

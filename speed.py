@@ -83,7 +83,8 @@ def get_args(argv=None):
     ap.add_argument("--mask-size", type=int, default=None, help="(the preset's)")
     ap.add_argument("--batch-size", type=int, default=SHAPES_DEFAULTS["batch_size"],
                     help="(%(default)s: train.py's)")
-    ap.add_argument("--steps", type=int, default=20, help="sample: decoder passes (%(default)s)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="sample: decoder passes (20); profile: the evaluation's (train.py's default)")
     ap.add_argument("--train-steps", type=int, default=SHAPES_DEFAULTS["train_steps"],
                     help="profile: the run's steps (train.py's default)")
     ap.add_argument("--eval-images", type=int, default=SHAPES_DEFAULTS["eval_images"],
@@ -95,6 +96,8 @@ def get_args(argv=None):
     ap.add_argument("--json", metavar="PATH", help="append the result to this file as one JSON line")
     cli.add_device_flags(ap)
     args = ap.parse_args(argv)
+    if args.steps is None:
+        args.steps = SHAPES_DEFAULTS["steps"] if args.what == "profile" else 20
     cli.at_least(ap, args, 1, "batch_size", "steps", "repeat", "image_size", "mask_size", "n", "train_steps",
                  "eval_images")
     if (args.what == "loader") != (args.data_root is not None):
@@ -166,7 +169,8 @@ def profile(args, model, data, autocast):
                         permute=False)
     t0 = time.perf_counter()
     with autocast:
-        pq_on_dataset(ema, val, ShapesDataset.categories, args.steps, device=args.device, progress=False)
+        pq_on_dataset(ema, val, ShapesDataset.categories, args.steps, device=args.device, progress=False,
+                      eta=SHAPES_DEFAULTS["eta"])
     sync(args.device)
     evaluation = time.perf_counter() - t0
     step_s = sum(per_step.values())

@@ -21,13 +21,14 @@ def video_inputs(model, frames, masks, keep):
 
 
 @torch.no_grad()
-def stream(model, frames, steps_first=STEPS_FIRST, steps_rest=STEPS_REST, td=2.0, min_pixels=4, feedback=True):
+def stream(model, frames, steps_first=STEPS_FIRST, steps_rest=STEPS_REST, td=2.0, min_pixels=4, feedback=True,
+           eta=0.0):
     """Streaming inference. frames: float[B, T, 3, S, S] in [0, 1] -> masks long[B, T, h, w, 2].
 
     Frame 0 starts cold (past masks absent: zeros) with steps_first steps; frame k >= 1 reads
     the predicted masks of frames k-2 and k-1 (after majority vote) with steps_rest steps. An
     image model (n_past = 0), or feedback=False, segments every frame on its own, each a cold
-    start (past absent) with steps_first: the per-frame baselines."""
+    start (past absent) with steps_first: the per-frame baselines. eta: the sampler's (Pix2SeqD.infer)."""
     B, T = frames.shape[:2]
     n, h = model.cfg.n_past, model.cfg.mask_size
     fed = n and feedback
@@ -36,7 +37,8 @@ def stream(model, frames, steps_first=STEPS_FIRST, steps_rest=STEPS_REST, td=2.0
     out = []
     for k in range(T):
         past = model.past_bits(prev, keep) if n else None
-        out.append(model.infer(frames[:, k], steps_rest if fed and k else steps_first, td, min_pixels, past=past))
+        out.append(model.infer(frames[:, k], steps_rest if fed and k else steps_first, td, min_pixels, past=past,
+                               eta=eta))
         if fed:
             prev = torch.cat([prev[:, 1:], out[-1][:, None]], 1)
             keep = torch.cat([keep[:, 1:], torch.ones_like(keep[:, :1])], 1)

@@ -95,8 +95,12 @@ def parser():
                          "(default: the preset's; paper: off)")
     ap.add_argument("--image-size", type=int, default=None, help="(default: the preset's; COCO: 256)")
     ap.add_argument("--mask-size", type=int, default=None, help="(default: the preset's; COCO: 128)")
-    ap.add_argument("--steps", type=int, default=20, help="sampling steps at evaluation")
+    ap.add_argument("--steps", type=int, default=SHAPES_DEFAULTS["steps"],
+                    help="sampling steps at evaluation (shapes: %(default)s; coco, shapes-video: 20, the paper's)")
     ap.add_argument("--td", type=float, default=2.0, help="time difference td at evaluation")
+    ap.add_argument("--eta", type=float, default=SHAPES_DEFAULTS["eta"],
+                    help="the sampler at evaluation: 0 DDIM (Alg. 2), 1 DDPM's ancestral steps, or between "
+                         "(shapes: %(default)s; coco, shapes-video: 0, the paper's)")
     ap.add_argument("--min-pixels", type=int, default=MIN_PIXELS_MASK,
                     help="at evaluation, segments of fewer mask pixels become void (%(default)s)")
     ap.add_argument("--eval-images", type=int, default=SHAPES_DEFAULTS["eval_images"],
@@ -143,6 +147,8 @@ def get_args(argv=None):
     for flag in ("lr", "scale"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             ap.error(f"--{flag} must be > 0, got {getattr(args, flag):g}")
+    if not 0 <= args.eta <= 1:
+        ap.error(f"--eta must be in [0, 1] (0: DDIM, 1: DDPM), got {args.eta:g}")
     if not 0 <= args.ema < 1:
         ap.error(f"--ema is a decay in [0, 1), got {args.ema}")
     if not 0 < args.jitter[0] <= args.jitter[1]:
@@ -308,14 +314,14 @@ def final_eval(args, cfg, ema, val_set, categories, t0):
     shown = []
     if cfg.n_past:  # video: stream held-out clips (--steps on the first frame, stream.STEPS_REST on the rest)
         vid = video_clips(ema, categories, max(1, args.eval_images // 8), seed=args.seed, device=args.device,
-                          shown=shown, steps_first=args.steps, td=args.td, min_pixels=args.min_pixels)
+                          shown=shown, steps_first=args.steps, td=args.td, min_pixels=args.min_pixels, eta=args.eta)
         res = vid["panoptic"]
         shown = [shown[k] for k in VIDEO_FRAMES_SHOWN]
     else:
         res = pq_on_dataset(ema, val_set, categories, args.steps, args.td, args.min_pixels, device=args.device,
-                            shown=shown)
+                            shown=shown, eta=args.eta)
     result = {"step": args.train_steps, **pq_row(res), "train_time": trained, "eval_time": time.time() - t_eval,
-              "eval_steps": args.steps, "td": args.td}
+              "eval_steps": args.steps, "td": args.td, "eta": args.eta}
     if cfg.n_past:
         result.update({"j_and_f": vid["J&F"], "identity": vid["identity"]})
     return result, shown

@@ -13,6 +13,8 @@ import video
 CASES = [(sample.get_args, ["x.png", "--td", "-1"], "--td", "-1"),
          (sample.get_args, ["x.png", "--min-pixels", "-3"], "--min-pixels", "-3"),
          (sample.get_args, ["--evaluate", "--sweep-steps", "1,0"], "--sweep-steps", "0"),
+         (sample.get_args, ["x.png", "--eta", "2"], "--eta", "2"),
+         (train.get_args, ["--eta", "1.5"], "--eta", "1.5"),
          (video.main, ["clip.gif", "--td", "-2"], "--td", "-2"),
          (video.main, ["--evaluate", "--sweep", "4", "0"], "--sweep", "0"),
          (train.get_args, ["--warmup", "-1"], "--warmup", "-1"),

@@ -164,6 +164,44 @@ def test_ddim_step_matches_alg4(t_now, frac, scale, seed):
     assert np.allclose(got.numpy(), alg4_ddim_step(x_t.numpy(), x_pred.numpy(), t_now, t_next, scale), atol=1e-9)
 
 
+def ddpm_posterior(x_t, x0, t_now, t_next):  # q(x_next | x_t, x0) of DDPM (Ho et al. 2020, Eq. 7)
+    g_now, g_next = alg4_gamma(t_now), alg4_gamma(t_next)
+    a = g_now / g_next  # the signal kept from t_next to t_now
+    mean = (np.sqrt(g_next) * (1 - a) * x0 + np.sqrt(a) * (1 - g_next) * x_t) / (1 - g_now)
+    return mean, (1 - g_next) / (1 - g_now) * (1 - a)
+
+
+@FAST
+@given(t_now=st.floats(0.05, 1), frac=st.floats(0, 0.95), seed=st.integers(0, 99))
+def test_ddim_step_at_eta_1_draws_from_the_ddpm_posterior(t_now, frac, seed):
+    """eta = 1: x_next = posterior mean + posterior std * noise, exactly (given the noise), for an
+    x_pred inside [-b, b] (the clip leaves it alone)."""
+    g = torch.Generator().manual_seed(seed)
+    x_t = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    x0 = 0.1 * (2 * torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64) - 1)
+    z = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    t_next = t_now * frac
+    got = ddim_step(x_t, x0, t_now, t_next, 0.1, eta=1.0, noise=z)
+    mean, var = ddpm_posterior(x_t.numpy(), x0.numpy(), t_now, t_next)
+    assert np.allclose(got.numpy(), mean + np.sqrt(var) * z.numpy(), atol=1e-9)
+
+
+def test_ddim_step_eta_scales_the_fresh_noise_and_is_checked():
+    """eta = 0 ignores the noise (Alg. 4); between 0 and 1 the fresh noise's variance is eta^2 that of
+    eta = 1; eta outside [0, 1] is refused."""
+    torch.manual_seed(0)
+    x_t, x0, z = torch.randn(2, 6, 4, 4, dtype=torch.float64), torch.zeros(2, 6, 4, 4, dtype=torch.float64), \
+        torch.randn(2, 6, 4, 4, dtype=torch.float64)
+    assert torch.equal(ddim_step(x_t, x0, 0.8, 0.6, 0.1, eta=0.0, noise=z), ddim_step(x_t, x0, 0.8, 0.6, 0.1))
+    var = {e: (ddim_step(x_t, x0, 0.8, 0.6, 0.1, eta=e, noise=z) - ddim_step(x_t, x0, 0.8, 0.6, 0.1, eta=e,
+                                                                            noise=torch.zeros_like(z))) / z
+           for e in (0.5, 1.0)}
+    torch.testing.assert_close(var[0.5] ** 2, 0.25 * var[1.0] ** 2, rtol=1e-9, atol=0)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="eta must be in"):
+            ddim_step(x_t, x0, 0.8, 0.6, 0.1, eta=bad)
+
+
 def test_ddim_step_recovers_true_x0_at_t_next_zero():
     torch.manual_seed(0)
     x0 = mask_to_analog(torch.randint(0, 8, (2, 4, 4, 2)), 3, 3, 0.1).double()

@@ -66,7 +66,7 @@ def test_bad_flag_gives_one_line_error():
     ("--end-lr", "1.5"), ("--color-jitter", "-1"), ("--warmup", "-2"), ("--lr", "nan"), ("--lr", "-1"),
     ("--weight-decay", "inf"), ("--td", "-1"), ("--ema", "1.5"), ("--scale", "0"), ("--p", "-0.5"),
     ("--grad-clip", "-1"), ("--log-every", "0"), ("--image-size", "0"), ("--mask-size", "0"),
-    ("--jitter", "3 1"), ("--device", "gpu"), ("--device", "mps")])
+    ("--jitter", "3 1"), ("--device", "gpu"), ("--device", "mps"), ("--eta", "1.5"), ("--eta", "-1")])
 def test_out_of_range_flags_give_one_line_errors(flag, value, capsys):
     """Each would otherwise crash later with a traceback or train to the end into a NaN model."""
     with pytest.raises(SystemExit) as e:
@@ -217,6 +217,17 @@ def test_the_default_run_and_speed_py_share_one_budget():
     video = train.get_args(["--dataset", "shapes-video"])
     assert (video.train_steps, video.batch_size) == (recipe.VIDEO_DEFAULTS["train_steps"],
                                                     recipe.VIDEO_DEFAULTS["batch_size"])
+    assert (prof.steps, speed.get_args(["sample"]).steps) == (run.steps, 20)
+
+
+def test_the_shapes_run_evaluates_with_ddpm_steps_and_coco_and_video_with_the_papers_ddim():
+    """The default run's evaluation: 50 ancestral (eta 1) steps; --dataset coco and shapes-video keep
+    Alg. 2's 20 DDIM steps (eta 0), and a flag given wins over either."""
+    assert (train.get_args([]).steps, train.get_args([]).eta) == (50, 1.0)
+    for argv in (["--dataset", "coco", "--data-root", "somewhere"], ["--dataset", "shapes-video"]):
+        args = train.get_args(argv)
+        assert (args.steps, args.eta) == (20, 0.0), argv
+    assert train.get_args(["--dataset", "shapes-video", "--eta", "0.5"]).eta == 0.5
 
 
 def test_coco_on_the_cpu_defaults_to_a_small_run_and_says_so(capsys):
