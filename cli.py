@@ -67,6 +67,12 @@ def at_least(ap, args, low, *flags):
                 ap.error(f"--{flag.replace('_', '-')} must be >= {low:g}, got {v:g}")
 
 
+def check_eta(ap, eta):
+    """ap.error unless --eta is a sampler's eta (diffusion.ddim_step): 0 DDIM, 1 DDPM, or between."""
+    if not 0 <= eta <= 1:
+        ap.error(f"--eta must be in [0, 1] (0: DDIM, 1: DDPM), got {eta:g}")
+
+
 def plural(n, word):
     """'1 segment', '3 segments'."""
     return f"{n} {word}" + ("" if n == 1 else "s")

@@ -34,6 +34,12 @@ def corrupt(m_bits, t, eps):
     return (g.sqrt() * m_bits + (1 - g).sqrt() * eps).to(m_bits.dtype)
 
 
+def check_eta(eta):
+    """ValueError unless eta is a sampler's eta (ddim_step): 0 DDIM, 1 DDPM, or between."""
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must be in [0, 1] (0: DDIM, 1: DDPM), got {eta}")
+
+
 def ddim_step(x_t, x_pred, t_now, t_next, scale=0.1, eta=0.0, noise=None):
     """Alg. 4: estimate x at t_next from x_t and the predicted x0 (x_pred). x_t, x_pred:
     float[B, ...]; t_now, t_next: floats (the sampler's), or float[B] tensors (one per example).
@@ -43,8 +49,7 @@ def ddim_step(x_t, x_pred, t_now, t_next, scale=0.1, eta=0.0, noise=None):
     variance 1 - gamma_next at t_next, sigma^2 = eta^2 (1 - g_next) / (1 - g_now) (1 - g_now / g_next)
     is fresh noise (`noise`, standard normal like x_t; drawn here if None), the rest is eps."""
     per_example = any(isinstance(t, torch.Tensor) and t.dim() for t in (t_now, t_next))
-    if not 0 <= eta <= 1:
-        raise ValueError(f"eta must be in [0, 1] (0: DDIM, 1: DDPM), got {eta}")
+    check_eta(eta)
     if kernels.enabled(x_t) and not per_example and eta == 0:
         from kernels.ddim import ddim_step as ddim_step_kernel
         return ddim_step_kernel(x_t, x_pred, t_now, t_next, scale)
@@ -307,8 +312,7 @@ class Pix2SeqD(nn.Module):
         c = self.cfg
         if (known is None) != (known_region is None):
             raise ValueError("inpainting needs both known (long[B, h, w, 2]) and known_region (bool[B, h, w])")
-        if not 0 <= eta <= 1:
-            raise ValueError(f"eta must be in [0, 1] (0: DDIM, 1: DDPM), got {eta}")
+        check_eta(eta)  # before the encoder runs
         h = self.encode(images)
         B = images.shape[0]
         shape = (B, c.n_bits, c.mask_size, c.mask_size)

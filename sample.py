@@ -217,8 +217,7 @@ def get_args(argv=None):
     args = ap.parse_args(argv)
     cli.at_least(ap, args, 1, "steps", "n", "block", "batch_size", "sweep_steps")
     cli.at_least(ap, args, 0, "td", "sweep_td", "min_pixels")
-    if not 0 <= args.eta <= 1:
-        ap.error(f"--eta must be in [0, 1] (0: DDIM, 1: DDPM), got {args.eta:g}")
+    cli.check_eta(ap, args.eta)
     if not all(0 < d < 1 for d in args.inpaint_drop):
         ap.error("--inpaint-drop: fractions must lie in (0, 1)")
     if args.evaluate == bool(args.images):

@@ -147,8 +147,7 @@ def get_args(argv=None):
     for flag in ("lr", "scale"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             ap.error(f"--{flag} must be > 0, got {getattr(args, flag):g}")
-    if not 0 <= args.eta <= 1:
-        ap.error(f"--eta must be in [0, 1] (0: DDIM, 1: DDPM), got {args.eta:g}")
+    cli.check_eta(ap, args.eta)
     if not 0 <= args.ema < 1:
         ap.error(f"--ema is a decay in [0, 1), got {args.ema}")
     if not 0 < args.jitter[0] <= args.jitter[1]:
