@@ -212,7 +212,7 @@ def test_the_default_run_and_speed_py_share_one_budget():
     import speed
     run, prof = train.get_args([]), speed.get_args(["profile"])
     assert (run.train_steps, run.batch_size) == (recipe.SHAPES_DEFAULTS["train_steps"],
-                                                recipe.SHAPES_DEFAULTS["batch_size"]) == (1600, 8)
+                                                recipe.SHAPES_DEFAULTS["batch_size"]) == (2400, 8)
     assert (prof.train_steps, prof.batch_size, prof.eval_images) == (run.train_steps, run.batch_size, run.eval_images)
     video = train.get_args(["--dataset", "shapes-video"])
     assert (video.train_steps, video.batch_size) == (recipe.VIDEO_DEFAULTS["train_steps"],
