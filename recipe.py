@@ -9,8 +9,8 @@ import torch
 # --dataset shapes (train.py's own defaults): the default run, budgeted in steps. At equal FLOPs smaller
 # batches learn more on the shapes (batch 4 > 8 > 16 > 32), but on a CPU a batch of 4 leaves the cores
 # idle: 8 buys the most PQ per second; the PQ still climbs past 1600 steps, and 2400 is the shortest run
-# measured whose two seeds both pass 73 (docs/results.md, "Learning speed of the default run"). Its
-# evaluation samples with DDPM's ancestral steps (eta 1) and 50 steps: 6-7 points of PQ over Alg. 2's
+# measured whose two seeds both reach PQ 75 (docs/results.md, "Learning speed of the default run"). Its
+# evaluation samples with DDPM's ancestral steps (eta 1) and 50 steps: 6-8 points of PQ over Alg. 2's
 # 20 DDIM steps, the paper's, on this model (docs/departures.md).
 SHAPES_DEFAULTS = dict(train_steps=2400, batch_size=8, eval_images=200, steps=50, eta=1.0)
 # --dataset coco: the low-resolution stage of Sec. 4.1 (256 px images, 128 px masks, 800 epochs of batch 512,
