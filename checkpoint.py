@@ -6,11 +6,13 @@ A checkpoint is a torch file of tensors and plain values (read with weights_only
   "step"        steps done                            "args"  the run's flags (RESUME_KEPT, RESUME_NOTED)
   "categories"  {class (str): {"name", "isthing"[, "id": COCO category id]}}
   "time"        seconds of training so far (log.jsonl's "time" goes on from it after --resume)
+  "converted"   convert.py's record: source, kind, copy, the parts loaded and those initialised
 Shipped checkpoints keep only config, ema (fp16) and categories.
 """
 import dataclasses
 import os
 import pickle
+import sys
 import warnings
 
 import torch
@@ -80,6 +82,10 @@ def load_model(path, device="cpu"):
         model.load_state_dict(ckpt["ema"])
     except Exception as e:  # a config or state dict of another shape
         raise unreadable(path, e) from None
+    made = ckpt.get("converted", {})
+    if made.get("initialised"):  # convert.py from a detector: only the encoder came from the checkpoint
+        print(f"note: {path}: {', '.join(made['loaded'])} converted from {made['source']}; "
+              f"{', '.join(made['initialised'])} at their initialisation (seed {made['seed']})", file=sys.stderr)
     return model.to(device).eval(), ckpt
 
 
@@ -160,3 +166,32 @@ def init_from(model, image_model):
     extra = model.decoder.conv_in.weight.shape[1] - w.shape[1]
     state["decoder.conv_in.weight"] = torch.cat([w, w.new_zeros(w.shape[0], extra, *w.shape[2:])], 1)
     model.load_state_dict(state)
+
+
+# --init-encoder / --init-decoder: the parts of a model that start from another checkpoint (App. B's recipe: the
+# image encoder of a Pix2Seq detector, the decoder of an unconditional stage-0 run); the pyramid merge between them
+# belongs to neither and starts at its initialisation.
+PARTS = {"encoder": ("encoder.resnet.", "encoder.proj.", "encoder.proj_ln.", "encoder.layers.", "encoder.ln."),
+         "decoder": ("decoder.",)}
+
+
+def init_part(model, path, part):
+    """Copies the `part` ("encoder": ResNet, projection, transformer, output norm; "decoder": the
+    mask decoder) of the checkpoint at path (its EMA weights) into model. Returns a line saying
+    what came from where; ValueError (one line) for a file that is not a checkpoint, or whose
+    part has a weight of another shape than model's (named, with both shapes)."""
+    ckpt = read(path)
+    mine = {k: v for k, v in model.state_dict().items() if k.startswith(PARTS[part])}
+    theirs = {k: v for k, v in ckpt["ema"].items() if k.startswith(PARTS[part])}
+    for k, v in mine.items():
+        if k not in theirs:
+            raise ValueError(f"{path} has no {k} {list(v.shape)}: not a model of this architecture")
+        if theirs[k].shape != v.shape:
+            raise ValueError(f"{path}: {k} is {list(theirs[k].shape)} there, {list(v.shape)} in this model")
+    with torch.no_grad():
+        for k, v in mine.items():
+            v.copy_(theirs[k])
+    made = ckpt.get("converted", {})
+    source = f"converted from {made['source']}" if made else f"step {ckpt.get('step', '?')}"
+    return f"{ {'encoder': 'image encoder', 'decoder': 'mask decoder'}[part]}: {len(mine)} tensors ({sum(v.numel() for v in mine.values()) / 1e6:.2f}M values) from {path} " \
+           f"({source})"

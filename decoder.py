@@ -22,16 +22,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from encoder import norm, pad_same, sincos_2d
+from encoder import norm, pad_same, sincos_2d, sinusoid
 
 
 def time_features(g, dim, gamma_scale=1e4):
-    """Sinusoidal features of gamma * 1e4 (the official decoder's scale). g: [B] -> [B, dim]: the
-    sines of dim / 2 frequencies 1 / 10000^(2k / dim), then their cosines."""
-    half = dim // 2
-    freq = torch.exp(-math.log(10000) * torch.arange(half, device=g.device, dtype=torch.float32) / half)
-    a = (g.float() * gamma_scale)[:, None] * freq
-    return torch.cat([a.sin(), a.cos()], 1)
+    """Sinusoidal features of gamma * 1e4 (the official decoder's scale, in float32). g: [B] ->
+    [B, dim]: encoder.sinusoid, the official frequencies to the bit."""
+    return sinusoid(g.float() * gamma_scale, dim)
 
 
 def near_zero_(layer):

@@ -90,6 +90,9 @@ class Config:
     p: float = 0.2                 # loss weighting exponent (Table 5)
     loss: str = "ce"               # "ce" (Sec. 3.2) or "l2" (Table 4 baseline)
     pad_value: float = 0.3         # the grey that fills a non-square image's square (official transforms)
+    normalize_images: bool = False  # subtract ImageNet's mean, divide by its std (official: [0, 1] pixels as they are)
+    size_offset: int = 1           # loss weight (1 / (c + size_offset))^p: 1 official, 0 the paper's text
+    group_mean: bool = True        # the loss averages its two softmax groups (official) or sums them
     # image encoder
     resnet_widths: tuple = (64, 128, 256)
     resnet_depths: tuple = (3, 4, 6)
@@ -125,8 +128,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, d):
-        """A saved config; one without `arch` predates the field (architecture 1)."""
-        d = {"arch": 1, **d}
+        """A saved config; a field it lacks predates it and takes the value of then (no `arch`:
+        architecture 1; ImageNet-normalised images, c^-p weights, summed softmax groups)."""
+        d = {"arch": 1, "normalize_images": True, "size_offset": 0, "group_mean": False, **d}
         for k, v in d.items():
             if isinstance(v, list):
                 d[k] = tuple(v)
@@ -143,17 +147,40 @@ def tiny_config(**overrides):
     with the choices a short CPU run needs (docs/departures.md): GroupNorm in the ResNet, no
     dropout, the output conv at PyTorch's default init, m_t rescaled, the decoder resampled by
     pooling and plain upsampling (no resampling convs), and input scaling b = 0.3 (on the shapes
-    it learns several times faster than the paper's 0.1: docs/results.md)."""
+    it learns several times faster than the paper's 0.1: docs/results.md). It keeps the loss and
+    image conventions it was measured with: ImageNet-normalised images, weights c^-p, the two
+    softmax groups' losses summed."""
     c = dict(n_classes=5, n_class_bits=3, n_identity_bits=3, image_size=64, mask_size=32, scale=0.3,
              resnet_widths=(8, 16, 32), resnet_depths=(1, 1, 2), resnet_stem=32, resnet_stem_stride=2,
              resnet_norm="group", enc_dim=128, enc_layers=2, enc_heads=4, enc_mlp=256, enc_drop_path=0.0,
              enc_drop_units=0.0, feat_dim=32, dec_base=24, dec_mults=(1, 2, 4), dec_dim=128, dec_layers=2,
-             dec_heads=4, zero_init_out=False, rescale_noisy_input=True, dec_resample="pool")
+             dec_heads=4, zero_init_out=False, rescale_noisy_input=True, dec_resample="pool",
+             normalize_images=True, size_offset=0, group_mean=False)
     c.update(overrides)
     return Config(**c)
 
 
 PRESETS = {"tiny": tiny_config, "paper": paper_config}
+
+
+def parse_fields(items):
+    """Config fields given as text, as the scripts' --set takes them: ["enc_layers=2",
+    "dec_mults=1,1,2,2"] -> {"enc_layers": 2, "dec_mults": (1, 1, 2, 2)}. ValueError (one line)
+    for an unknown field or a value of the wrong type."""
+    defaults = Config()
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not hasattr(defaults, key) or key == "arch" or not value:
+            raise ValueError(f"--set {item}: give FIELD=VALUE with a field of diffusion.Config")
+        kind = type(getattr(defaults, key))
+        try:
+            out[key] = tuple(int(v) for v in value.split(",")) if kind is tuple else \
+                {"true": True, "false": False}[value.lower()] if kind is bool else kind(value)
+        except (ValueError, KeyError):
+            raise ValueError(f"--set {item}: {value!r} is not a{'n' if kind is int else ''} "
+                             f"{ {tuple: 'list of ints', bool: 'true/false'}.get(kind, kind.__name__)}") from None
+    return out
 IMAGE_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # ImageNet statistics
 IMAGE_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -181,14 +208,18 @@ class Pix2SeqD(nn.Module):
         self.decoder = MaskDecoder(cfg, out)
 
     def encode(self, images):
-        """The pixel encoder, run once per image. images: float[B, 3, H, W] in [0, 1]
-        -> (feats [B, feat_dim, h, w], tokens [B, N, enc_dim])."""
+        """The pixel encoder, run once per image. images: float[B, 3, H, W] in [0, 1], letterboxed
+        with pad_value -> (feats [B, feat_dim, h, w], tokens [B, N, enc_dim]); h = H mask_size /
+        image_size (the official merge upsamples by a fixed factor, so a model built at one size
+        reads images of another with the same ratio)."""
         if images.dim() != 4 or images.shape[1] != 3 or not images.dtype.is_floating_point:
             raise ValueError(f"images must be float[B, 3, H, W] in [0, 1], got {images.dtype} {list(images.shape)}")
         images = images.to(next(self.parameters()).dtype)  # float64 / float16 images on float32 weights
         # (the model itself runs in float32, bf16 through autocast)
-        images = (images - IMAGE_MEAN.to(images)) / IMAGE_STD.to(images)
-        return self.encoder(images, (self.cfg.mask_size, self.cfg.mask_size))
+        if self.cfg.normalize_images:
+            images = (images - IMAGE_MEAN.to(images)) / IMAGE_STD.to(images)
+        c = self.cfg
+        return self.encoder(images, tuple(n * c.mask_size // c.image_size for n in images.shape[-2:]))
 
     def decoder_out(self, m_t, h, t, past=None, m_prev=None):
         """One pass of the mask decoder. m_t: float[B, n_bits, h, w]; t: float[B]. Returns
@@ -210,11 +241,14 @@ class Pix2SeqD(nn.Module):
         if past is not None and past.shape[1] != n_past:
             raise ValueError(f"past must have {n_past} channels (n_past={self.cfg.n_past} masks of "
                              f"{self.cfg.n_bits} bits), got {list(past.shape)}")
-        g = gamma_of(t, m_t)  # float64[B, 1, 1, 1]
+        g = gamma_of(t, m_t)  # float64[B, 1, 1, 1], for the rescaling
         m_in = m_t / (g * self.cfg.scale ** 2 + 1 - g).sqrt().to(m_t.dtype) if self.cfg.rescale_noisy_input else m_t
         if self.cfg.self_cond:
             m_prev = m_t.new_zeros(m_t.shape) if m_prev is None else m_prev / self.cfg.scale
-        out = self.decoder(m_in, *h, g.view(-1).to(m_t.dtype), past, m_prev if self.cfg.self_cond else None)
+        # the decoder is told gamma(t) computed in float32, as the official code computes it: the time features
+        # take gamma * 1e4 as an angle, where the float64 value's one-ulp difference moves the logits by ~1e-4
+        g_in = gamma(torch.as_tensor(t, dtype=torch.float32).to(m_t.device).reshape(-1)).to(m_t.dtype)
+        out = self.decoder(m_in, *h, g_in, past, m_prev if self.cfg.self_cond else None)
         B, _, H, W = out.shape
         return out.view(B, 2, 2 ** self.cfg.n_class_bits, H, W) if self.cfg.loss == "ce" else out
 
@@ -269,11 +303,11 @@ class Pix2SeqD(nn.Module):
         m_bits = self.to_bits(masks, check=False)
         t = torch.rand(masks.shape[0], device=masks.device) if t is None else t
         m_crpt = corrupt(m_bits, t, torch.randn_like(m_bits) if eps is None else eps)
-        weights = size_weights(masks[..., 1], c.p)
+        weights = size_weights(masks[..., 1], c.p, c.size_offset)
         m_prev = self.self_cond_estimate(m_crpt, h, t, past, u) if c.self_cond else None
         out = self.decoder_out(m_crpt, h, t, past, m_prev)
         if c.loss == "ce":  # m_logits -> per-pixel weighted CE (one fused kernel on CUDA)
-            loss = ce_and_m_pred(out, masks, weights, c.scale)[0].mean()
+            loss = ce_and_m_pred(out, masks, weights, c.scale)[0].mean() / (2 if c.group_mean else 1)
         else:  # out is m_pred
             loss = l2_loss(out, m_bits, weights).mean()
         return loss, {"loss": loss.item()}
@@ -314,18 +348,15 @@ class Pix2SeqD(nn.Module):
             raise ValueError("inpainting needs both known (long[B, h, w, 2]) and known_region (bool[B, h, w])")
         check_eta(eta)  # before the encoder runs
         h = self.encode(images)
-        B = images.shape[0]
-        shape = (B, c.n_bits, c.mask_size, c.mask_size)
-        m_t = torch.randn(shape, device=images.device)
+        B, S = images.shape[0], h[0].shape[-1]  # S: the mask size (cfg.mask_size for images of cfg.image_size)
+        m_t = torch.randn((B, c.n_bits, S, S), device=images.device)
         if known is not None:
             region, known = known_region.to(images.device), known.to(images.device)
             check_mask(known, c.n_class_bits, c.n_identity_bits)
-            if known.shape != (B, c.mask_size, c.mask_size, 2) or region.shape != known.shape[:3] \
-                    or region.dtype != torch.bool:
-                raise ValueError(f"known must be long[{B}, {c.mask_size}, {c.mask_size}, 2] and known_region "
-                                 f"bool[{B}, {c.mask_size}, {c.mask_size}], got {known.dtype}{list(known.shape)} "
-                                 f"and {region.dtype}{list(region.shape)}")
-            K, n = 2 ** c.n_identity_bits, c.mask_size ** 2
+            if known.shape != (B, S, S, 2) or region.shape != known.shape[:3] or region.dtype != torch.bool:
+                raise ValueError(f"known must be long[{B}, {S}, {S}, 2] and known_region bool[{B}, {S}, {S}], "
+                                 f"got {known.dtype}{list(known.shape)} and {region.dtype}{list(region.shape)}")
+            K, n = 2 ** c.n_identity_bits, S ** 2
             pixel = torch.where(region, torch.arange(n, device=region.device).view(region.shape[1:]), n)
             first = torch.full((B, K), n, device=region.device).scatter_reduce(
                 1, known[..., 1].flatten(1), pixel.flatten(1), "amin")

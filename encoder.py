@@ -105,13 +105,21 @@ class ResNet(nn.Module):
         return outs  # strides 4, 8, 16 (2, 4, 8 with stem_stride=2)
 
 
-def sincos_1d(n, dim, device=None):
-    """1-D sin-cos codes of n positions at coordinates normalised to [0, 2 pi]: float[n, dim],
-    the sines of dim / 2 frequencies 1 / 10000^(2k / dim), then their cosines."""
-    coords = torch.arange(n, device=device, dtype=torch.float32) * (2 * math.pi / max(n - 1, 1))
-    freq = 1.0 / 10000 ** (torch.arange(dim // 2, device=device, dtype=torch.float32) * 2 / dim)
-    a = coords[:, None] * freq
+def sinusoid(x, dim):
+    """The official sin-cos features of values x: float[n] -> float[n, dim], the sines of x f_k for
+    dim / 2 frequencies f_k = 1 / 10000^(2k / dim), then the cosines. Computed in float32 as the
+    authors' TensorFlow code does, a power and then a reciprocal: the decoder's time features take
+    angles up to 1e4 radians, where one ulp of a frequency moves a feature by ~5e-4."""
+    k2 = torch.arange(0, dim - dim % 2, 2, device=x.device, dtype=torch.float32)
+    freq = 1 / torch.pow(torch.tensor(10000.0, device=x.device), k2 / dim)
+    a = x.float()[:, None] * freq
     return torch.cat([a.sin(), a.cos()], 1)
+
+
+def sincos_1d(n, dim, device=None):
+    """1-D sin-cos codes of n positions at coordinates normalised to [0, 2 pi]: float[n, dim]."""
+    coords = torch.arange(n, device=device, dtype=torch.float32) / max(n - 1, 1) * 6.2831852
+    return sinusoid(coords, dim)
 
 
 def sincos_2d(h, w, dim, device=None):

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from bits import int2bit
 
 
-def size_weights(identity, p=0.2):
+def size_weights(identity, p=0.2, offset=0):
     """w_ij = 1 / c_ij^p normalised to w'_ij = H W w_ij / sum w (Sec. 3.2).
 
     identity: long[B, H, W]; c is the pixel count of the pixel's segment (void, identity 0, is
-    one segment too). The official code uses (c + 1)^p; this follows the paper's c^p.
+    one segment too). offset: the paper's c^p with 0, the official code's (c + 1)^p with 1.
     Returns float[B, H, W]; each image's weights sum to H * W.
     """
     if identity.dim() != 3:
@@ -25,7 +25,7 @@ def size_weights(identity, p=0.2):
     flat = identity.reshape(B, H * W).long().contiguous()
     s = flat.sort(1).values  # c = how many of the image's ids equal this one: the run of it in s
     c = (torch.searchsorted(s, flat, right=True) - torch.searchsorted(s, flat)).float()  # [B, H*W]
-    w = c.pow(-p)
+    w = (c + offset).pow(-p)
     w = w * (H * W) / w.sum(1, keepdim=True)
     return w.reshape(B, H, W)
 

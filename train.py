@@ -40,7 +40,7 @@ from batching import Draws, StepBatches, noise_at
 from cli import Parser
 from coco import CocoPanoptic, DataError
 from data import ShapesDataset, ShapesVideoDataset
-from diffusion import PRESETS, Pix2SeqD
+from diffusion import PRESETS, Pix2SeqD, parse_fields
 from evaluate import MIN_PIXELS_MASK, pq_on_dataset, pq_row, pq_text, video_clips
 from recipe import COCO_CPU_DEFAULTS, COCO_DEFAULTS, SHAPES_DEFAULTS, VIDEO_DEFAULTS, ema_update, lr_at, optimizer
 from stream import video_inputs
@@ -58,6 +58,11 @@ def parser():
     ap.add_argument("--init", default=None, metavar="CKPT",
                     help="start from this checkpoint's EMA weights and config (an image checkpoint for "
                          "shapes-video: the past-mask input channels start at zero)")
+    ap.add_argument("--init-encoder", default=None, metavar="CKPT",
+                    help="start the image encoder (ResNet, projection, transformer) from this checkpoint's: a Pix2Seq "
+                         "detector converted by convert.py (Sec. 4.1: the Objects365 one), or any of the same sizes")
+    ap.add_argument("--init-decoder", default=None, metavar="CKPT",
+                    help="start the mask decoder from this checkpoint's (App. B: the unconditional stage 0)")
     ap.add_argument("--data-root", default=None, help="COCO: the folder with annotations/ and {train,val}2017/")
     ap.add_argument("--jitter", type=float, nargs=2, default=(1.0, 3.0), metavar=("LOW", "HIGH"),
                     help="COCO: scale jitter strength of the training images (App. B: 1 3)")
@@ -69,6 +74,8 @@ def parser():
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (COCO default: up to 8)")
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
                     help="the model: tiny (CPU-sized) or paper (COCO default)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                    help="diffusion.Config fields over the preset's (e.g. enc_layers=2 dec_mults=1,2,4)")
     ap.add_argument("--name", default=None, help="run name: writes runs/<name>/ (default: <dataset>-<preset>)")
     ap.add_argument("--out", default="runs", help="folder of runs")
     ap.add_argument("--train-steps", type=int, default=SHAPES_DEFAULTS["train_steps"],
@@ -163,7 +170,11 @@ def make_config(args):
                  if getattr(args, k) is not None}
     if args.self_cond is not None:
         overrides["self_cond"] = args.self_cond == "on"
-    return PRESETS[args.preset](**overrides, n_past=2 if args.dataset == "shapes-video" else 0)
+    try:
+        overrides.update(parse_fields(args.set))
+        return PRESETS[args.preset](**overrides, n_past=2 if args.dataset == "shapes-video" else 0)
+    except (TypeError, ValueError) as e:
+        fail(str(e))
 
 
 def fit_config(cfg, categories, max_identities=None):
@@ -280,7 +291,7 @@ def init_config(args, cfg):
                                ("image_size", "mask_size") if getattr(args, k) is not None}), init_model
 
 
-def build(args):
+def build(args, rank=0):
     """Config, data and model of a run: (cfg, model, train_set, val_set, categories)."""
     cfg = make_config(args)
     init_model = None
@@ -302,6 +313,15 @@ def build(args):
             checkpoint.init_from(model, init_model)
     except ValueError as e:
         fail(str(e))
+    for part in ("encoder", "decoder"):
+        path = getattr(args, f"init_{part}")
+        if path:
+            try:
+                line = checkpoint.init_part(model, path, part)
+            except (FileNotFoundError, ValueError) as e:
+                fail(f"--init-{part}: {e}")
+            if rank == 0:
+                print(line)
     return cfg, model, train_set, val_set, categories
 
 
@@ -358,7 +378,7 @@ def train(args, rank=0, world=1):
         fail(f"--batch-size {args.batch_size} must be a multiple of the {world} processes (it is the global batch)")
     run_dir = os.path.join(args.out, args.name)
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
-    cfg, model, train_set, val_set, categories = build(args)
+    cfg, model, train_set, val_set, categories = build(args, rank)
     if args.log_every is None:  # about 50 points on the loss curve
         args.log_every = max(1, min(25, args.train_steps // 50))
     stop = min(args.stop_at or args.train_steps, args.train_steps)
