@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from encoder import norm, pad_same, sincos_2d, sinusoid
+from encoder import call, norm, pad_same, sincos_2d, sinusoid
 
 
 def time_features(g, dim, gamma_scale=1e4):
@@ -68,10 +68,11 @@ class DecoderBlock(nn.Module):
         self.cross_attn = nn.MultiheadAttention(dim, heads, kdim=enc_dim, vdim=enc_dim, batch_first=True)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
 
-    def forward(self, x, tokens):  # x: [B, N, dim], tokens: [B, M, enc_dim]
+    def forward(self, x, tokens):  # x: [B, N, dim], tokens: [B, M, enc_dim], or None: no image (unconditional)
         y = self.ln1(x)
         x = x + self.self_attn(y, y, y, need_weights=False)[0]
-        x = x + self.cross_attn(self.ln2(x), tokens, tokens, need_weights=False)[0]
+        if tokens is not None:
+            x = x + self.cross_attn(self.ln2(x), tokens, tokens, need_weights=False)[0]
         return x + self.mlp(self.ln3(x))
 
 
@@ -116,6 +117,7 @@ class MaskDecoder(nn.Module):
         self.norm_out, self.conv_out = norm(c), nn.Conv2d(c, out_channels, 1)
         if cfg.zero_init_out:  # the official init; False: PyTorch's default (diffusion.Config)
             near_zero_(self.conv_out)
+        self.remat = False  # recompute the residual and transformer blocks in the backward pass (encoder.call)
 
     def forward(self, m_t, feats, tokens, g, past=None, m_prev=None):
         """m_t: [B, n_bits, h, w]; feats: [B, feat_dim, h, w]; tokens: [B, M, enc_dim];
@@ -126,7 +128,7 @@ class MaskDecoder(nn.Module):
         x = self.norm_in(self.conv_in(x))
         skips = [x]
         for i, block in enumerate(self.down):
-            x = block(x, temb)
+            x = call(block, x, temb, remat=self.remat)
             skips.append(x)
             if i < len(self.down) - 1:
                 x = self.down_convs[i](pad_same(x, 3, 2)) if self.down_convs else F.avg_pool2d(x, 2)
@@ -136,12 +138,12 @@ class MaskDecoder(nn.Module):
         seq = x.flatten(2).transpose(1, 2) + sincos_2d(h, w, D, x.device).to(x.dtype)
         seq = torch.cat([seq, self.t_token(temb)[:, None]], 1)  # one extra token carries the time
         for block in self.blocks:
-            seq = block(seq, tokens)
+            seq = call(block, seq, tokens, remat=self.remat)
         x = seq[:, :-1].transpose(1, 2).reshape(B, D, h, w)
         x = self.conv_mid_out(self.norm_mid_out(x))
         for i, (b1, b2) in enumerate(self.up):
-            x = b1(torch.cat([x, skips.pop()], 1), temb)
-            x = b2(torch.cat([x, skips.pop()], 1), temb)
+            x = call(b1, torch.cat([x, skips.pop()], 1), temb, remat=self.remat)
+            x = call(b2, torch.cat([x, skips.pop()], 1), temb, remat=self.remat)
             if i < len(self.up) - 1:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
                 x = self.up_convs[i](x) if self.up_convs else x

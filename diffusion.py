@@ -117,6 +117,7 @@ class Config:
     rescale_noisy_input: bool = False  # divide m_t by its standard deviation (Pix2SeqD.decoder_out)
     self_cond: bool = False        # the decoder also reads its previous estimate of the bits (Pix2SeqD.train_loss)
     n_past: int = 0                # past masks fed to the decoder (video, Sec. 3.4: 2)
+    unconditional: bool = False    # no image: the decoder learns masks alone (App. B's pre-training; Pix2SeqD.encode)
     arch: int = ARCH
 
     @property
@@ -216,10 +217,20 @@ class Pix2SeqD(nn.Module):
             raise ValueError(f"images must be float[B, 3, H, W] in [0, 1], got {images.dtype} {list(images.shape)}")
         images = images.to(next(self.parameters()).dtype)  # float64 / float16 images on float32 weights
         # (the model itself runs in float32, bf16 through autocast)
-        if self.cfg.normalize_images:
-            images = (images - IMAGE_MEAN.to(images)) / IMAGE_STD.to(images)
         c = self.cfg
-        return self.encoder(images, tuple(n * c.mask_size // c.image_size for n in images.shape[-2:]))
+        size = tuple(n * c.mask_size // c.image_size for n in images.shape[-2:])
+        if c.unconditional:  # App. B's stage 0, the official conditional='none': the encoder is not run; the
+            # decoder reads zeros of the pyramid merge's shape and has no tokens to cross-attend to
+            return images.new_zeros(images.shape[0], c.feat_dim, *size), None
+        if c.normalize_images:
+            images = (images - IMAGE_MEAN.to(images)) / IMAGE_STD.to(images)
+        return self.encoder(images, size)
+
+    def checkpoint_activations(self, on=True):
+        """train.py --checkpoint-activations: the encoder's transformer layers and the decoder's
+        residual and transformer blocks keep no activations for the backward pass and recompute
+        them there (encoder.call): the same gradients for about a third more compute."""
+        self.encoder.remat = self.decoder.remat = on
 
     def decoder_out(self, m_t, h, t, past=None, m_prev=None):
         """One pass of the mask decoder. m_t: float[B, n_bits, h, w]; t: float[B]. Returns
@@ -319,7 +330,7 @@ class Pix2SeqD(nn.Module):
         m_prev = torch.zeros_like(m_crpt)
         if len(idx):
             with torch.no_grad():
-                h_sel = tuple(x[idx].detach() for x in h)
+                h_sel = tuple(None if x is None else x[idx].detach() for x in h)
                 m_prev[idx] = self.decode(m_crpt[idx], h_sel, t[idx], None if past is None else past[idx])[1] \
                     .to(m_prev.dtype)
         return m_prev

@@ -19,6 +19,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 
 def norm(c):
@@ -42,6 +43,16 @@ def pad_same(x, k, s, value=0.0):
         total = max((math.ceil(n / s) - 1) * s + k - n, 0)
         pads += [total // 2, total - total // 2]
     return F.pad(x, pads, value=value)
+
+
+def call(module, *args, remat=False):
+    """module(*args). With remat (train.py --checkpoint-activations) and gradients on, the module's
+    inner activations are not kept for the backward pass but recomputed there from its inputs
+    (torch.utils.checkpoint; the random draws of dropout and drop-path are replayed): memory for
+    a second forward pass of the module."""
+    if remat and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(module, *args, use_reentrant=False)
+    return module(*args)
 
 
 def drop_path(x, p, training):
@@ -184,6 +195,7 @@ class ImageEncoder(nn.Module):
         # FeaturePyramidMerge: tokens -> stride 8 (c8 wide), -> stride 4 (c4 wide), -> mask size (feat_dim)
         self.up8, self.up4 = UpsampleBlock(cfg.enc_dim, c8), UpsampleBlock(c8, c4)
         self.up_out = UpsampleBlock(c4, cfg.feat_dim)
+        self.remat = False  # recompute the transformer layers in the backward pass (encoder.call)
 
     def forward(self, images, mask_size):
         """images: [B, 3, H, W] (H, W multiples of s = 4 * stem_stride); mask_size: (h, w), at least
@@ -193,7 +205,7 @@ class ImageEncoder(nn.Module):
         x = self.proj_ln(self.proj(self.drop(f16.flatten(2).transpose(1, 2))))  # [B, N, enc_dim]
         tokens = x + sincos_2d(h16, w16, x.shape[-1], x.device).to(x.dtype)
         for layer in self.layers:
-            tokens = layer(tokens)
+            tokens = call(layer, tokens, remat=self.remat)
         tokens = self.ln(tokens)
         p = tokens.transpose(1, 2).reshape(B, tokens.shape[-1], h16, w16)
         p = self.up8(p, f8, f8.shape[-2:])

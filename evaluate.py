@@ -8,6 +8,7 @@ Two ways to score images, side by side:
                    (sample.py --evaluate; Fig. 6a/6b sweeps and inpainting)
 They agree on the built-in shapes up to the resize; only coco_sweep reads real COCO at its size.
 video_clips() streams held-out synthetic clips (Sec. 3.4): DAVIS J&F, identity consistency, PQ.
+draw_masks() samples an unconditional model, which has no image to be scored against.
 """
 import json
 import os
@@ -47,6 +48,16 @@ def sweep_settings(steps_list, td_list, steps, td, inpaint_drop=()):
     for r in runs or [("single", steps, td, 0.0)]:
         unique.setdefault(r[1:], r)
     return list(unique.values())
+
+
+@torch.no_grad()
+def draw_masks(model, n, steps=20, td=2.0, min_pixels=MIN_PIXELS_MASK, eta=0.0, seed=0, device="cpu"):
+    """n masks drawn from nothing by an unconditional model (train.py --unconditional, App. B's
+    pre-training): Alg. 2 with no image, majority-voted -> long[n, m, m, 2] on the CPU."""
+    torch.manual_seed(seed)
+    S = model.cfg.image_size  # (the images only give the batch its size: the encoder is not run)
+    return torch.cat([model.infer(torch.zeros(len(b), 3, S, S, device=device), steps, td, min_pixels, eta=eta).cpu()
+                      for b in torch.arange(n).split(16)])
 
 
 @torch.no_grad()

@@ -132,6 +132,19 @@ def save_panels(path, rows, title, handles=()):
     return fig
 
 
+def save_mask_grid(path, masks, categories, title, per_row=4, side=128):
+    """Masks (int[n, m, m, 2]) in a grid, each drawn in its class colours with a white line where
+    one segment meets another (so two segments of a class show as two), at least `side` pixels a
+    side, with the legend of the classes drawn."""
+    up = max(1, side // masks.shape[1])
+    panels = [(overlay(np.zeros((m.shape[0] * up, m.shape[1] * up, 3), np.float32),
+                       m.repeat(up, 0).repeat(up, 1), tint=1), f"sample {i + 1}") for i, m in enumerate(masks)]
+    blank = (np.ones_like(panels[0][0]) * 255, "")
+    panels += [blank] * (-len(panels) % per_row)
+    rows = [panels[i:i + per_row] for i in range(0, len(panels), per_row)]
+    return save_panels(path, rows, title, mask_legend(list(masks), categories, len(categories)))
+
+
 def noise_panels(mask, cfg, seed):
     """Fig. 3: the analog bits of mask (int[h, w, 2]) corrupted to t (Eq. 1, one eps for all panels),
     each bit read as 1 where its noised value is > 0, decoded with no post-processing: void black,

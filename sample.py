@@ -42,8 +42,8 @@ import checkpoint
 import cli
 from cli import Parser, check_device, number_list
 from coco import read_panoptic_png, write_instances_json, write_mask_png, write_panoptic_json
-from evaluate import coco_sweep, sweep_settings, sweep_table, vote_at_image_size
-from figures import mask_legend, noise_panels, overlay, save_figure, save_panels
+from evaluate import coco_sweep, draw_masks, sweep_settings, sweep_table, vote_at_image_size
+from figures import mask_legend, noise_panels, overlay, save_figure, save_mask_grid, save_panels
 from images import paste_back, read_image, size_note, to_grid, to_model_input
 from schedule import time_pairs
 
@@ -204,7 +204,11 @@ def get_args(argv=None):
                     help="PQ on a validation set, sweeping --sweep-steps and --sweep-td")
     ap.add_argument("--data", choices=["shapes", "coco"], default="shapes", help="--evaluate: the validation set")
     ap.add_argument("--data-root", help="--data coco: the folder with annotations/ and val2017/")
-    ap.add_argument("--n", type=int, default=100, help="--evaluate: number of validation images (%(default)s)")
+    ap.add_argument("--unconditional", action="store_true",
+                    help="draw --n masks from nothing with an unconditional model (train.py --unconditional, the "
+                         "paper's pre-trained mask prior) into OUT/unconditional.png")
+    ap.add_argument("--n", type=int, default=None,
+                    help="--evaluate: number of validation images (100); --unconditional: masks to draw (16)")
     ap.add_argument("--sweep-steps", type=number_list(int), default="1,2,5,10,20",
                     help="--evaluate: steps at --td (Fig. 6a) (%(default)s)")
     ap.add_argument("--sweep-td", type=number_list(float), default="0,1,2,4",
@@ -220,8 +224,9 @@ def get_args(argv=None):
     cli.check_eta(ap, args.eta)
     if not all(0 < d < 1 for d in args.inpaint_drop):
         ap.error("--inpaint-drop: fractions must lie in (0, 1)")
-    if args.evaluate == bool(args.images):
-        ap.error("give image files, or --evaluate without image files")
+    if args.evaluate + args.unconditional + bool(args.images) != 1:
+        ap.error("give image files, or --evaluate or --unconditional without image files")
+    args.n = args.n or (16 if args.unconditional else 100)
     if (args.segments or args.known) and not args.inpaint:
         ap.error("--segments and --known go with --inpaint PARTIAL.png")
     if args.inpaint and len(args.images) != 1:
@@ -240,6 +245,20 @@ def evaluate(model, categories, args):
     print(f"PQ of {args.ckpt} on {args.n} {args.data} val images (COCO panoptic files in {root}/), in %:")
     print(sweep_table(results))
     return results
+
+
+def draw(model, categories, args):
+    """--unconditional: --n masks drawn from nothing (Alg. 2 with no image) -> OUT/unconditional.png."""
+    if not model.cfg.unconditional:
+        raise ValueError(f"--unconditional: {args.ckpt} is an image-conditional model; give the checkpoint of a "
+                         f"train.py --unconditional run")
+    masks = draw_masks(model, args.n, args.steps, args.td, args.min_pixels, args.eta, args.seed, args.device)
+    path = os.path.join(args.out, "unconditional.png")
+    save_mask_grid(path, masks.numpy(), categories, f"{cli.plural(args.n, 'mask')} drawn from nothing by "
+                   f"{os.path.basename(args.ckpt)} ({args.steps} steps, td {args.td:g})")
+    segments = [len(np.unique(m[..., 1][m[..., 1] > 0])) for m in masks.numpy()]
+    print(f"{cli.plural(args.n, 'mask')} of {min(segments)}-{max(segments)} segments -> {path}")
+    return masks
 
 
 fail = functools.partial(cli.fail, "sample.py")
@@ -264,6 +283,8 @@ def main(argv=None):
         cli.make_dir("sample.py", args.out)
         if args.evaluate:
             return evaluate(model, categories, args)
+        if args.unconditional:
+            return draw(model, categories, args)
         note = checkpoint.synthetic_note(categories, args.ckpt)
         for path, stem in zip(tqdm(args.images, desc="sample", disable=len(args.images) < 2), stems):
             tqdm.write(segment(model, path, categories, args, stem))

@@ -16,10 +16,10 @@ the model, EMA, optimizer, step and seed; no RNG state is needed), and N process
 torchrun (DistributedDataParallel, each taking every N-th example of the global --batch-size)
 compute what one process computes, up to float summation order (data.py, "Batching").
 """
+import contextlib
 import copy
 import dataclasses
 import functools
-import json
 import math
 import os
 import time
@@ -27,142 +27,22 @@ import time
 import torch
 import torch.distributed as dist
 
-try:
-    import fcntl  # Unix: the run's log is locked while it trains
-except ImportError:  # Windows: no lock
-    fcntl = None
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import checkpoint
 import cli
 from batching import Draws, StepBatches, noise_at
-from cli import Parser
 from coco import CocoPanoptic, DataError
 from data import ShapesDataset, ShapesVideoDataset
 from diffusion import PRESETS, Pix2SeqD, parse_fields
-from evaluate import MIN_PIXELS_MASK, pq_on_dataset, pq_row, pq_text, video_clips
-from recipe import COCO_CPU_DEFAULTS, COCO_DEFAULTS, SHAPES_DEFAULTS, VIDEO_DEFAULTS, ema_update, lr_at, optimizer
+from evaluate import draw_masks, pq_on_dataset, pq_row, pq_text, video_clips
+from flags import get_args
+from recipe import ema_update, lr_at, optimizer
+from runlog import RunLog
 from stream import video_inputs
 
 VIDEO_FRAMES_SHOWN = (0, 2, 4, 7)  # summary.png of a video run: these frames of the first held-out clip
-
-
-def parser():
-    ap = Parser(prog="train.py", description="Train Pix2Seq-D on the built-in shapes data (or COCO).")
-    ap.add_argument("--dataset", default="shapes", choices=["shapes", "coco", "shapes-video"],
-                    help="coco: COCO panoptic under --data-root, with the paper's defaults on CUDA "
-                         "(COCO_DEFAULTS), a CPU-sized run on the CPU (COCO_CPU_DEFAULTS); "
-                         "shapes-video: moving shapes, the decoder also reads the masks of frames t-2, t-1 "
-                         "(Sec. 3.4; VIDEO_DEFAULTS); eval streams --eval-images/8 clips of 8 frames")
-    ap.add_argument("--init", default=None, metavar="CKPT",
-                    help="start from this checkpoint's EMA weights and config (an image checkpoint for "
-                         "shapes-video: the past-mask input channels start at zero)")
-    ap.add_argument("--init-encoder", default=None, metavar="CKPT",
-                    help="start the image encoder (ResNet, projection, transformer) from this checkpoint's: a Pix2Seq "
-                         "detector converted by convert.py (Sec. 4.1: the Objects365 one), or any of the same sizes")
-    ap.add_argument("--init-decoder", default=None, metavar="CKPT",
-                    help="start the mask decoder from this checkpoint's (App. B: the unconditional stage 0)")
-    ap.add_argument("--data-root", default=None, help="COCO: the folder with annotations/ and {train,val}2017/")
-    ap.add_argument("--jitter", type=float, nargs=2, default=(1.0, 3.0), metavar=("LOW", "HIGH"),
-                    help="COCO: scale jitter strength of the training images (App. B: 1 3)")
-    ap.add_argument("--color-jitter", type=float, default=1.0, metavar="S",
-                    help="COCO: colour jitter strength of the training images (official: 1 at low resolution, "
-                         "0 for the high-resolution fine-tuning)")
-    ap.add_argument("--no-flip", action="store_true",
-                    help="COCO: no random horizontal flips (the high-resolution stage has no augmentation)")
-    ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (COCO default: up to 8)")
-    ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
-                    help="the model: tiny (CPU-sized) or paper (COCO default)")
-    ap.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
-                    help="diffusion.Config fields over the preset's (e.g. enc_layers=2 dec_mults=1,2,4)")
-    ap.add_argument("--name", default=None, help="run name: writes runs/<name>/ (default: <dataset>-<preset>)")
-    ap.add_argument("--out", default="runs", help="folder of runs")
-    ap.add_argument("--train-steps", type=int, default=SHAPES_DEFAULTS["train_steps"],
-                    help="(COCO default: 800 epochs, Sec. 4.1)")
-    ap.add_argument("--batch-size", type=int, default=SHAPES_DEFAULTS["batch_size"],
-                    help="global batch, split over torchrun's processes (video default: 8)")
-    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (paper, COCO: 1e-4)")
-    ap.add_argument("--weight-decay", type=float, default=0.05, help="AdamW's weight decay")
-    ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps, then linear decay to --end-lr "
-                    "(COCO default: 5 epochs)")
-    ap.add_argument("--end-lr", type=float, default=0.0, metavar="F",
-                    help="where the linear decay ends, a fraction of --lr, reached one step after the last "
-                         "(COCO default: 0.1)")
-    ap.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient's global norm to this (0: off)")
-    ap.add_argument("--ema", type=float, default=0.99, help="EMA decay of the weights (paper: 0.999)")
-    ap.add_argument("--scale", type=float, default=None, help="input scaling b of the analog bits (default: the "
-                    "preset's, the paper's 0.1)")
-    ap.add_argument("--loss", choices=["ce", "l2"], default=None,
-                    help="softmax cross entropy (Sec. 3.2) or l2 on the bits (Table 4) (default: the preset's, ce)")
-    ap.add_argument("--p", type=float, default=None,
-                    help="loss weighting exponent, w = 1/c^p (default: the preset's, the paper's 0.2)")
-    ap.add_argument("--self-cond", choices=["on", "off"], default=None,
-                    help="self-conditioning: the decoder also reads its previous estimate of the bits (Analog Bits) "
-                         "(default: the preset's; paper: off)")
-    ap.add_argument("--image-size", type=int, default=None, help="(default: the preset's; COCO: 256)")
-    ap.add_argument("--mask-size", type=int, default=None, help="(default: the preset's; COCO: 128)")
-    ap.add_argument("--steps", type=int, default=SHAPES_DEFAULTS["steps"],
-                    help="sampling steps at evaluation (shapes: %(default)s; coco, shapes-video: 20, the paper's)")
-    ap.add_argument("--td", type=float, default=2.0, help="time difference td at evaluation")
-    ap.add_argument("--eta", type=float, default=SHAPES_DEFAULTS["eta"],
-                    help="the sampler at evaluation: 0 DDIM (Alg. 2), 1 DDPM's ancestral steps, or between "
-                         "(shapes: %(default)s; coco, shapes-video: 0, the paper's)")
-    ap.add_argument("--min-pixels", type=int, default=MIN_PIXELS_MASK,
-                    help="at evaluation, segments of fewer mask pixels become void (%(default)s)")
-    ap.add_argument("--eval-images", type=int, default=SHAPES_DEFAULTS["eval_images"],
-                    help="held-out images of the evaluation (video: /8 clips)")
-    ap.add_argument("--log-every", type=int, default=None,
-                    help="log the loss every this many steps (default: about 50 points over the run, at most every 25)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the data draws, the weights and the noise")
-    cli.add_device_flags(ap)
-    ap.add_argument("--resume", action="store_true", help="continue from runs/<name>/ckpt.pt")
-    ap.add_argument("--ckpt-every", type=int, default=500, help="write runs/<name>/ckpt.pt every this many steps")
-    ap.add_argument("--stop-at", type=int, default=None,
-                    help="stop after this step with a checkpoint, no eval (e.g. a job's time limit); go on with --resume")
-    ap.add_argument("--amp", action="store_true",
-                    help="bf16 autocast (CUDA, or a CPU with AVX512-BF16 or AMX)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the model for training")
-    return ap
-
-
-def get_args(argv=None):
-    """The flags, with the defaults of --dataset coco / shapes-video for those not given, checked."""
-    ap = parser()
-    args = ap.parse_args(argv)
-    if args.dataset == "coco":  # the paper's settings (on the CPU a small run), for the flags not given
-        cpu = args.device == "cpu"
-        ap.set_defaults(**(COCO_CPU_DEFAULTS if cpu else COCO_DEFAULTS))
-        args = ap.parse_args(argv)
-        if args.data_root is None:
-            ap.error("--dataset coco needs --data-root DIR, the folder with annotations/ and train2017/")
-        if cpu:
-            d = COCO_CPU_DEFAULTS
-            print(f"note: --dataset coco on the CPU defaults to a small run (COCO_CPU_DEFAULTS: {d['preset']} preset, "
-                  f"{d['image_size']}/{d['mask_size']} px, batch {d['batch_size']}, {d['train_steps']} steps); the "
-                  f"paper's low-resolution stage is the default with --device cuda (or give --preset paper "
-                  f"--image-size 256 --mask-size 128 ...)")
-    if args.dataset == "shapes-video":
-        ap.set_defaults(**VIDEO_DEFAULTS)
-        args = ap.parse_args(argv)
-    cli.at_least(ap, args, 1, "train_steps", "batch_size", "steps", "eval_images", "ckpt_every", "stop_at",
-                 "image_size", "mask_size", "log_every")
-    cli.at_least(ap, args, 0, "workers", "warmup", "color_jitter", "weight_decay", "td", "grad_clip", "p",
-                 "min_pixels")
-    if not 0 <= args.end_lr <= 1:
-        ap.error(f"--end-lr is a fraction of --lr in [0, 1], got {args.end_lr}")
-    for flag in ("lr", "scale"):
-        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
-            ap.error(f"--{flag} must be > 0, got {getattr(args, flag):g}")
-    cli.check_eta(ap, args.eta)
-    if not 0 <= args.ema < 1:
-        ap.error(f"--ema is a decay in [0, 1), got {args.ema}")
-    if not 0 < args.jitter[0] <= args.jitter[1]:
-        ap.error(f"--jitter LOW HIGH needs 0 < LOW <= HIGH (App. B: 1 3), got {args.jitter[0]:g} {args.jitter[1]:g}")
-    cli.check_device(ap, args.device, args.kernels)
-    cli.check_amp(ap, args)
-    args.name = args.name or f"{args.dataset}-{args.preset}"
-    return args
 
 
 def make_config(args):
@@ -172,7 +52,8 @@ def make_config(args):
         overrides["self_cond"] = args.self_cond == "on"
     try:
         overrides.update(parse_fields(args.set))
-        return PRESETS[args.preset](**overrides, n_past=2 if args.dataset == "shapes-video" else 0)
+        return PRESETS[args.preset](**overrides, n_past=2 if args.dataset == "shapes-video" else 0,
+                                    unconditional=args.unconditional)
     except (TypeError, ValueError) as e:
         fail(str(e))
 
@@ -232,31 +113,16 @@ def setup_distributed(args):
     return dist.get_rank(), dist.get_world_size()
 
 
-def save_summary(path, log_path, samples, args, categories):
+def save_summary(log, samples, args, categories):
     """runs/<name>/summary.png: the loss curve and samples: the evaluation's (image, gt, pred)
     triples of the first held-out images (video: frames of the first held-out clip)."""
     from figures import save_run_figure  # (matplotlib only here)
-    with open(log_path) as f:
-        rows = [r for r in map(json.loads, f) if "loss" in r]
+    path = os.path.join(os.path.dirname(log.path), "summary.png")
     video = args.dataset == "shapes-video"
-    save_run_figure(path, rows, samples, f"{args.name}: {args.train_steps} steps of batch {args.batch_size}",
+    save_run_figure(path, log.rows(), samples, f"{args.name}: {args.train_steps} steps of batch {args.batch_size}",
                     categories, [f"frame {k}" for k in VIDEO_FRAMES_SHOWN] if video else None)
-    print(f"wrote {path}: loss curve and samples of held-out {'frames' if video else 'images'}")
-
-
-def open_log(run_dir, resume):
-    """run_dir/log.jsonl for appending (emptied unless resume), locked for the whole run: a second
-    train.py on the same run folder stops with one line instead of truncating this run's log."""
-    log = open(os.path.join(run_dir, "log.jsonl"), "a")
-    try:
-        if fcntl is not None:
-            fcntl.flock(log, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until log.close() or the process's exit
-    except OSError:
-        log.close()
-        fail(f"{run_dir} is in use by another train.py run; give this run another --name (or --out)")
-    if not resume:
-        log.truncate(0)
-    return log
+    log.figure(path, args.train_steps)
+    print(f"wrote {path}: loss curve" + (f" and samples of held-out {'frames' if video else 'images'}" if samples else ""))
 
 
 fail = functools.partial(cli.fail, "train.py")
@@ -346,9 +212,22 @@ def final_eval(args, cfg, ema, val_set, categories, t0):
     return result, shown
 
 
+def prior_samples(args, ema, categories, run_dir, t0):
+    """--unconditional: 16 masks drawn from nothing into runs/<name>/samples.png (its log row)."""
+    from figures import save_mask_grid  # (matplotlib only here)
+    trained, t_eval = time.time() - t0, time.time()
+    masks = draw_masks(ema, 16, args.steps, args.td, args.min_pixels, args.eta, args.seed, args.device)
+    path = os.path.join(run_dir, "samples.png")
+    save_mask_grid(path, masks.numpy(), categories, f"{args.name}: masks drawn from nothing ({args.steps} steps)")
+    print(f"eval: unconditional (stage 0): no image, so no PQ; 16 masks drawn from nothing -> {path}")
+    return {"step": args.train_steps, "train_time": trained, "eval_time": time.time() - t_eval}
+
+
 def train_step(args, step, batch, model, ema, opt, loss_fn, rank=0, world=1):
-    """Alg. 1 on this process's share of a step's batch, the AdamW step and the EMA update:
-    returns (loss, stats, the gradient's norm before clipping)."""
+    """Alg. 1 on this process's share of a step's batch, in --accum micro-batches whose gradients
+    add up to the share's (the same examples and noise, so the same step up to float summation
+    order; BatchNorm, in the paper preset, normalises over each micro-batch), then the AdamW step
+    and the EMA update: returns (the share's mean loss, the gradient's norm before clipping)."""
     model.train()
     images, masks, *keep = (x.to(args.device, non_blocking=True) for x in batch)
     past = None
@@ -357,18 +236,26 @@ def train_step(args, step, batch, model, ema, opt, loss_fn, rank=0, world=1):
     t, eps, u = noise_at(step, args.batch_size, args.seed, model.cfg, args.device, rank, world)
     for group in opt.param_groups:
         group["lr"] = lr_at(step, args)
-    with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.amp):
-        loss, stats = loss_fn(images, masks, t, eps, u, past)
-    if not math.isfinite(stats["loss"]):  # before the step: the weights and the EMA stay finite
-        fail(f"the loss is {stats['loss']} at step {step}: training diverged; lower --lr ({args.lr:g}) "
-             f"or check the data")
     opt.zero_grad(set_to_none=True)
-    loss.backward()  # under DDP the gradients are averaged over the processes here
+    n, total = images.shape[0] // args.accum, 0.0
+    for i in range(args.accum):
+        part = slice(i * n, (i + 1) * n)
+        # under DDP the gradients are averaged over the processes in the last micro-batch's backward pass
+        sync = contextlib.nullcontext() if world == 1 or i == args.accum - 1 else loss_fn.no_sync()
+        with sync:
+            with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.amp):
+                loss, stats = loss_fn(images[part], masks[part], t[part], eps[part], u[part],
+                                      None if past is None else past[part])
+            if not math.isfinite(stats["loss"]):  # before the step: the weights and the EMA stay finite
+                fail(f"the loss is {stats['loss']} at step {step}: training diverged; lower --lr ({args.lr:g}) "
+                     f"or check the data")
+            (loss / args.accum).backward()
+        total += stats["loss"] / args.accum
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or math.inf)  # 0: off
     opt.step()
     # EMA warm-up: decay (1 + n) / (10 + n) until it reaches --ema, so the early EMA is not the random init
     ema_update(ema, model, min(args.ema, (1 + step) / (10 + step)))
-    return loss, stats, grad_norm
+    return total, grad_norm
 
 
 def train(args, rank=0, world=1):
@@ -376,12 +263,16 @@ def train(args, rank=0, world=1):
     and at --stop-at)."""
     if args.batch_size % world:
         fail(f"--batch-size {args.batch_size} must be a multiple of the {world} processes (it is the global batch)")
+    if args.batch_size // world % args.accum:
+        fail(f"--accum {args.accum}: each process's {args.batch_size // world} examples of --batch-size "
+             f"{args.batch_size} do not split into {args.accum} equal micro-batches")
     run_dir = os.path.join(args.out, args.name)
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
     cfg, model, train_set, val_set, categories = build(args, rank)
     if args.log_every is None:  # about 50 points on the loss curve
         args.log_every = max(1, min(25, args.train_steps // 50))
     stop = min(args.stop_at or args.train_steps, args.train_steps)
+    model.checkpoint_activations(args.checkpoint_activations)
     ema = copy.deepcopy(model).eval()
     opt = optimizer(model.parameters(), args.lr, args.weight_decay)
     start, trained = 0, 0.0
@@ -405,7 +296,7 @@ def train(args, rank=0, world=1):
         num_workers=args.workers, pin_memory=args.device.startswith("cuda"))
     if rank == 0:
         cli.make_dir("train.py", run_dir, "--out/--name")
-        log = open_log(run_dir, args.resume)
+        log = RunLog(run_dir, args.resume, args.tensorboard)
         n_params = sum(p.numel() for p in model.parameters())
         print(f"{args.name}: {n_params / 1e6:.2f}M parameters, {cli.plural(args.train_steps, 'step')} of batch "
               f"{args.batch_size} "
@@ -413,18 +304,20 @@ def train(args, rank=0, world=1):
     t0 = time.time() - trained  # time.time() - t0: seconds of training, over every resume
     bar = tqdm(range(start, stop), initial=start, total=args.train_steps, desc="train", mininterval=1,
                disable=rank > 0)
+    t_logged, step_logged = time.time(), start - 1
     for step, batch in zip(bar, loader):
-        loss, stats, grad_norm = train_step(args, step, batch, model, ema, opt, loss_fn, rank, world)
-        bar.set_postfix(loss=f"{stats['loss']:.3f}", refresh=False)
+        loss, grad_norm = train_step(args, step, batch, model, ema, opt, loss_fn, rank, world)
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         if step % args.log_every == 0 or step == args.train_steps - 1:
-            loss_all = loss.detach().float()
+            loss_all = torch.tensor(loss, device=args.device)
             if world > 1:  # the loss of the global batch
                 dist.all_reduce(loss_all)
                 loss_all /= world
             if rank == 0:
-                log.write(json.dumps({"step": step, "loss": loss_all.item(), "lr": lr_at(step, args),
-                                      "grad_norm": float(grad_norm), "time": time.time() - t0}) + "\n")
-                log.flush()
+                now = time.time()
+                log.write({"step": step, "loss": loss_all.item(), "lr": lr_at(step, args), "grad_norm": float(grad_norm),
+                           "time": now - t0, "step_time": (now - t_logged) / (step - step_logged)})
+                t_logged, step_logged = now, step
         if rank == 0 and ((step + 1) % args.ckpt_every == 0 or step + 1 == stop):
             checkpoint.save_run(ckpt_path, model, ema, opt, step + 1, args, categories, time.time() - t0)
     if rank > 0:
@@ -433,14 +326,17 @@ def train(args, rank=0, world=1):
         log.close()
         print(f"stopped after step {stop} of {args.train_steps}: {ckpt_path}; continue with --resume")
         return None
-    result, shown = final_eval(args, cfg, ema, val_set, categories, t0)
-    log.write(json.dumps(result) + "\n")
-    log.flush()  # save_summary reads it back; the lock holds until the figure is written
-    save_summary(os.path.join(run_dir, "summary.png"), os.path.join(run_dir, "log.jsonl"), shown, args, categories)
+    if cfg.unconditional:  # no image to score against: masks drawn from nothing instead
+        result, shown = prior_samples(args, ema, categories, run_dir, t0), []
+    else:
+        result, shown = final_eval(args, cfg, ema, val_set, categories, t0)
+    log.write(result)  # save_summary reads it back; the lock holds until the figure is written
+    save_summary(log, shown, args, categories)
     log.close()
     if cfg.n_past:
         print(f"video: J&F={100 * result['j_and_f']:.1f} ID={100 * result['identity']:.1f}")
-    print(f"eval: {pq_text(result)}")  # the last line, whatever the data set
+    if not cfg.unconditional:
+        print(f"eval: {pq_text(result)}")  # the last line, whatever the data set
     return result
 
 
