@@ -6,6 +6,7 @@ matmul rate.
     python speed.py step --preset paper --image-size 256 --mask-size 128 --batch-size 8 --device cuda --compile
     python speed.py loader --data-root DIR        # COCO examples per second and CPU core, 256 px stage
     python speed.py profile                       # where the default run's seconds go, phase by phase
+    python speed.py memory --preset paper --image-size 256 --mask-size 128 --batch-size 2 [--amp] [--checkpoint-activations]
 
 step: train_loss + backward + AdamW on one batch of the built-in shapes (at any size). sample: infer,
 the encoder once and the decoder --steps times. Each is run --warmup times, then timed --repeat
@@ -17,12 +18,17 @@ low-resolution stage's augmentation (scale jitter [1, 3], colour jitter 1, flips
 of CPU time (a DataLoader with W workers delivers about W times that). profile: the phases of
 train.py's loop (drawing the batch, drawing the noise, forward, backward, clip + AdamW, EMA) over
 --repeat steps, the evaluation's sampling on --eval-images images, and the run's total for
---train-steps steps. --json PATH appends the result as one JSON line.
+--train-steps steps. memory: the peak memory of a training step's forward and backward passes by
+torch's own accounting (CUDA's allocator statistics; on the CPU the profiler's memory timeline),
+at batch 1 and --batch-size, whose difference gives the memory an example adds. --json PATH
+appends the result as one JSON line.
 """
+import contextlib
 import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -75,7 +81,7 @@ def machine(device):
 
 def get_args(argv=None):
     ap = cli.Parser(prog="speed.py", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("what", choices=["step", "sample", "loader", "profile"])
+    ap.add_argument("what", choices=["step", "sample", "loader", "profile", "memory"])
     ap.add_argument("--data-root", help="loader: a COCO panoptic folder (annotations/, train2017/)")
     ap.add_argument("--n", type=int, default=200, help="loader: examples to draw")
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="(%(default)s)")
@@ -91,6 +97,8 @@ def get_args(argv=None):
                     help="profile: held-out images sampled (train.py's default)")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast")
     ap.add_argument("--compile", action="store_true", help="torch.compile the loss (step) or the decoder (sample)")
+    ap.add_argument("--checkpoint-activations", action="store_true",
+                    help="step, memory: recompute the blocks' activations in the backward pass (train.py's flag)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs first (%(default)s)")
     ap.add_argument("--repeat", type=int, default=5, help="timed runs; the median is printed (%(default)s)")
     ap.add_argument("--json", metavar="PATH", help="append the result to this file as one JSON line")
@@ -184,6 +192,74 @@ def profile(args, model, data, autocast):
     return {**per_step, "evaluation": evaluation, "total": total}
 
 
+def peak_memory(run, device):
+    """Bytes at the peak of run(), by torch's own accounting: the CUDA caching allocator's statistics,
+    or on the CPU the memory timeline of torch.profiler (every tensor the step allocates, and the
+    parameters it reads)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        run()
+        return torch.cuda.max_memory_allocated(device)
+    import tempfile
+    import warnings
+    from torch.profiler import ProfilerActivity, profile
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                                 with_stack=True) as prof:
+        run()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # (it suggests a CUDA-only replacement)
+        prof.export_memory_timeline(os.path.join(tmp, "timeline.json"), device="cpu")
+        with open(os.path.join(tmp, "timeline.json")) as f:
+            _, sizes = json.load(f)  # [times, [bytes of each category at each time]]
+    return max(sum(s) for s in sizes)
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """The process's stderr (file descriptor 2) to /dev/null: the profiler's C++ side prints a line
+    as it starts and another as it stops."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def memory(args, model, data, autocast):
+    """Peak training memory of the forward and backward passes at batch 1 and --batch-size: {"peak_1",
+    "peak_b", "per_example"} in bytes, the last their difference over the extra examples (or, at
+    batch 1 alone, the peak less the parameters and their gradients)."""
+    model.train()
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+
+    def step(b):
+        images, masks = batch_at(data, 0, b, 0, args.device)
+
+        def run():
+            with autocast:
+                loss, _ = model.train_loss(images, masks)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+        return peak_memory(run, args.device)
+    if args.device.startswith("cuda"):
+        step(1)  # a warm-up pass (lazy initialisations, cuDNN's autotuning)
+    peak_1 = step(1)
+    peak_b = step(args.batch_size) if args.batch_size > 1 else peak_1
+    per_example = (peak_b - peak_1) / (args.batch_size - 1) if args.batch_size > 1 else peak_1 - 2 * param_bytes
+    gib = 2 ** 30
+    print(f"training memory of the {args.preset} preset at {model.cfg.image_size}/{model.cfg.mask_size}"
+          + (", bf16" if args.amp else ", fp32") + (", activations recomputed" if args.checkpoint_activations else "")
+          + f" on {machine(args.device)}: peak {peak_1 / gib:.2f} GiB at batch 1"
+          + (f", {peak_b / gib:.2f} GiB at batch {args.batch_size}" if args.batch_size > 1 else "")
+          + f"; {per_example / gib:.3f} GiB an example; parameters {param_bytes / gib:.2f} GiB (AdamW adds twice that)")
+    return {"peak_1": peak_1, "peak_b": peak_b, "per_example": per_example, "parameter_bytes": param_bytes}
+
+
 def write_json(path, result):
     """Append result to the file at path (if given) as one JSON line; returns result."""
     if path:
@@ -207,6 +283,12 @@ def main(argv=None):
     data = ShapesDataset("train", image_size=cfg.image_size, mask_size=cfg.mask_size)
     images, masks = batch_at(data, 0, args.batch_size, 0, args.device)
     autocast = torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.amp)
+    model.checkpoint_activations(args.checkpoint_activations)
+    if args.what == "memory":
+        return write_json(args.json, {"what": "memory", "preset": args.preset, "image_size": cfg.image_size,
+                                      "mask_size": cfg.mask_size, "batch_size": args.batch_size, "amp": args.amp,
+                                      "checkpoint_activations": args.checkpoint_activations,
+                                      "device": machine(args.device), **memory(args, model, data, autocast)})
     if args.what == "profile":
         return write_json(args.json, {"what": "profile", "device": machine(args.device), "batch_size": args.batch_size,
                                       "train_steps": args.train_steps, **profile(args, model, data, autocast)})

@@ -322,6 +322,8 @@ def train(args, rank=0, world=1):
             checkpoint.save_run(ckpt_path, model, ema, opt, step + 1, args, categories, time.time() - t0)
     if rank > 0:
         return None
+    if args.device.startswith("cuda"):
+        print(f"peak CUDA memory of the training steps: {torch.cuda.max_memory_allocated(args.device) / 2**30:.2f} GiB")
     if stop < args.train_steps:
         log.close()
         print(f"stopped after step {stop} of {args.train_steps}: {ckpt_path}; continue with --resume")

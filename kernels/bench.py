@@ -21,14 +21,14 @@ import torch
 
 import kernels
 
-if __name__ == "__main__":
-    kernels.require("python -m kernels.bench")  # one line, before `import triton` fails
 COMPILE_ONLY = "--compile-only" in sys.argv[1:]
 if COMPILE_ONLY:
     os.environ["TRITON_INTERPRET"] = "0"
 elif not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the kernels' import
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede triton's first import (kernels.require's too)
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+if __name__ == "__main__":
+    kernels.require("python -m kernels.bench")  # one line, before `import triton` fails
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402

@@ -151,3 +151,14 @@ def test_the_recipe_end_to_end_on_real_coco(tmp_path):
              "--n", "2", "--steps", "2", "--sweep-steps", "2", "--sweep-td", "2", "--out", str(tmp_path / "eval"))
     row = [line.split() for line in out.splitlines() if line.startswith("steps")][0]
     assert 0 <= float(row[-6]) <= 100 and np.isfinite(float(row[-1]))
+
+
+def test_speed_memory_counts_what_recomputation_saves(capsys):
+    """speed.py memory (the table of docs/coco.md): the peak grows with the batch, and recomputing the
+    activations in the backward pass keeps less of them."""
+    import speed
+    plain = speed.main(["memory", "--batch-size", "3"])
+    remat = speed.main(["memory", "--batch-size", "3", "--checkpoint-activations"])
+    assert plain["peak_b"] > plain["peak_1"] > plain["parameter_bytes"] > 0
+    assert 0 < remat["per_example"] < 0.8 * plain["per_example"]
+    assert "GiB an example" in capsys.readouterr().out
