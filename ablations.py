@@ -65,6 +65,9 @@ def final_result(run_dir):
     return last if "pq" in last else None
 
 
+TREND_STEPS = 600  # the run length (batch 16) at which docs/results.md's ablation tables show the paper's trends
+
+
 def train_run(knobs, args, done):
     """Train (or reuse) the run of one setting: {"name", "pq", "pq_things", "pq_stuff", ..., "git"}."""
     name = run_name(knobs, args)
@@ -73,7 +76,7 @@ def train_run(knobs, args, done):
     run_dir = os.path.join(args.out, name)
     result = final_result(run_dir) if args.reuse else None
     if result is None:
-        result = train.main(["--out", args.out, "--name", name, "--train-steps", str(args.train_steps),
+        result = train.main(["--out", args.out, "--name", name, "--overwrite", "--train-steps", str(args.train_steps),
                              "--batch-size", str(args.batch_size), "--warmup", str(args.warmup),
                              "--eval-images", str(args.eval_images),
                              "--steps", str(args.steps), "--td", str(args.td), "--eta", "0", "--seed", str(args.seed),
@@ -234,6 +237,10 @@ def main(argv=None):
         if ablation != "sampling":
             length += f", {args.steps} steps td {args.td:g}"
         text = f"{ablation} ({length}; seed {args.seed}):\n\n{table(ablation, rows)}\n"
+        if ablation != "sampling" and args.train_steps < TREND_STEPS:
+            text += (f"\nRuns of {args.train_steps} steps are noise for this table (at 150 steps b = 1 beat b = 0.1); "
+                     f"the trends docs/results.md reports show at --train-steps {TREND_STEPS} (about 3 minutes a run "
+                     f"on a 2-core CPU).\n")
         print(text, flush=True)
         stem = os.path.join(args.out, f"ablation_{ablation}")
         with open(stem + ".md", "w") as f:
@@ -244,6 +251,7 @@ def main(argv=None):
                        "td": args.td, "seed": args.seed, "ckpt": args.ckpt if ablation == "sampling" else None,
                        "rows": rows}, f, indent=1)
         plot(ablation, rows, stem + ".png", f"{ablation}: {length}")
+        print(f"wrote {stem}.md, {stem}.json, {stem}.png", flush=True)
         out[ablation] = rows
     return out
 

@@ -61,8 +61,12 @@ def read(path, device="cpu"):
 def unreadable(path, e):
     """The one-line ValueError for a file that is not a usable pix2seq-d checkpoint, saying why (e).
     torch's unpickling message suggests weights_only=False (never for an untrusted file): not repeated."""
-    why = "not a torch file of tensors" if isinstance(e, pickle.UnpicklingError) else \
-        f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+    if isinstance(e, pickle.UnpicklingError):
+        why = "not a torch file of tensors"
+    elif isinstance(e, KeyError):
+        why = f"it has no entry {e}"
+    else:
+        why = (str(e).splitlines() or ["its contents do not fit this code"])[0][:200]
     return ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why}): re-create it with train.py")
 
 
@@ -93,6 +97,14 @@ def load_model(path, device="cpu"):
 # but start another); flags of the schedule and optimizer may change from the step resumed at, with a note.
 RESUME_KEPT = ("dataset", "seed", "batch_size")
 RESUME_NOTED = ("lr", "train_steps", "warmup", "end_lr", "ema", "weight_decay", "grad_clip")
+
+
+def saved_step(path):
+    """The steps done by the run checkpoint at path, or None if there is none (or not a readable one)."""
+    try:
+        return read(path).get("step") if os.path.isfile(path) else None
+    except ValueError:
+        return None
 
 
 def run_args(args):
@@ -127,10 +139,16 @@ def resume(path, cfg, args, model, ema, opt):
     return ckpt["step"], ckpt.get("time", 0.0), noted
 
 
-def synthetic_note(cats, path):
+EXAMPLES = os.path.join(os.path.dirname(SHIPPED), "examples")  # the shipped inputs, drawn from the built-in shapes
+
+
+def synthetic_note(cats, path, inputs=()):
     """A one-line note for a model trained on the built-in shapes only (its classes are theirs),
-    which is out of its depth on any other picture; None for other models."""
+    which is out of its depth on any other picture; None for other models, and when every one of
+    the files segmented (inputs) is one of the shipped examples."""
     from data import SHAPES_CATEGORIES
+    if inputs and all(os.path.abspath(p).startswith(EXAMPLES + os.sep) for p in inputs):
+        return None
     if {c: (v["name"], v["isthing"]) for c, v in cats.items()} != \
             {c: (v["name"], v["isthing"]) for c, v in SHAPES_CATEGORIES.items()}:
         return None

@@ -1,6 +1,7 @@
 """Command-line plumbing shared by train.py, sample.py, video.py and ablations.py: bad input
 ends in one line on stderr and exit status 2, never a traceback."""
 import argparse
+import copy
 import math
 import os
 import sys
@@ -19,6 +20,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if "%(default)" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
+
+    def _expand_help(self, action):
+        """A list default as a user types it: "1,2,5" for a comma-separated flag, "1 3" for nargs."""
+        if isinstance(action.default, (tuple, list)):
+            sep = " " if action.nargs not in (None, "?") else ","
+            action = copy.copy(action)
+            action.default = sep.join(f"{v:g}" if isinstance(v, float) else str(v) for v in action.default)
+        return super()._expand_help(action)
 
 
 class Parser(argparse.ArgumentParser):

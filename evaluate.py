@@ -179,7 +179,8 @@ def coco_sweep(model, categories, root, settings, data="shapes", n=100, data_roo
     cfg, m = model.cfg, model.cfg.mask_size
     os.makedirs(root, exist_ok=True)
     ds, gt_json, gt_dir, items, paste = val_data(cfg, categories, data, n, root, data_root, ckpt)
-    bar = tqdm(total=len(settings) * len(items), desc="evaluate", mininterval=1)
+    # the bar counts decoder passes (steps x images), so its estimate holds across settings of 1 and of 20 steps
+    bar = tqdm(total=sum(s[1] for s in settings) * len(items), desc="evaluate", unit="pass", mininterval=1)
     results = []
     for sweep, steps, td, drop in settings:
         name = f"steps{steps}_td{td:g}" + (f"_drop{drop:g}" if drop else "")
@@ -200,7 +201,7 @@ def coco_sweep(model, categories, root, settings, data="shapes", n=100, data_roo
                 full = vote_at_image_size(paste(p, i), cfg.n_classes, min_pixels)
                 segments = write_mask_png(full, os.path.join(pred_dir, items[i][1]), categories)
                 annotations.append({"image_id": items[i][0], "file_name": items[i][1], "segments_info": segments})
-            bar.update(len(idx))
+            bar.update(steps * len(idx))
         write_panoptic_json(pred_dir + ".json", [], annotations, categories, "predictions of pix2seq-d")
         res = pq_from_coco_files(gt_json, gt_dir, pred_dir + ".json", pred_dir)
         results.append({"sweep": sweep, "steps": steps, "td": td, "drop": drop, **pq_row(res),
@@ -212,8 +213,14 @@ def coco_sweep(model, categories, root, settings, data="shapes", n=100, data_roo
     return results
 
 
+SWEEP_COLUMNS = ("steps: Alg. 2's sampling steps; td: its time difference; drop: the fraction of the mask's "
+                 "block x block cells left unknown and inpainted (0: sampled from scratch); PQ, PQ_th, PQ_st: "
+                 "panoptic quality over all, thing and stuff classes; SQ, RQ: segmentation and recognition "
+                 "quality (PQ = SQ x RQ); s/img: seconds of sampling per image")
+
+
 def sweep_table(results):
-    """coco_sweep's rows as a fixed-width table, PQ in percent."""
+    """coco_sweep's rows as a fixed-width table, PQ in percent (SWEEP_COLUMNS says what each column is)."""
     lines = [f"{'sweep':<18}{'steps':>6}{'td':>6}{'drop':>6}{'PQ':>7}{'PQ_th':>7}{'PQ_st':>7}{'SQ':>7}{'RQ':>7}"
              f"{'s/img':>8}"]
     for r in results:

@@ -44,17 +44,20 @@ def aspect(h, w):
     return min(4.0, max(0.25, h / w))
 
 
-def colours(mask, n_classes=None):
+def colours(mask, n_classes=None, shade=False):
     """mask: int[..., 2] -> float32[..., 3] in [0, 1]: PALETTE[class], void black, classes above
-    n_classes (when given) NO_CLASS."""
+    n_classes (when given) NO_CLASS. shade: each identity a shade of its class's colour (55-100% of
+    it, fixed by the identity), so that a segment keeping its identity keeps its shade (video)."""
     cls = np.minimum(mask[..., 0], len(PALETTE) - 1)
     rgb = PALETTE[np.where(mask[..., 1] > 0, cls, 0)]
     if n_classes is not None:
         rgb[mask[..., 0] > n_classes] = NO_CLASS
+    if shade:
+        rgb = rgb * (0.55 + 0.45 * ((mask[..., 1] * 0.6180339887) % 1))[..., None].astype(np.float32)
     return rgb
 
 
-def overlay(image, mask, tint=0.55, rows=512):
+def overlay(image, mask, tint=0.55, rows=512, shade=False):
     """image: uint8 or float in [0, 1], [H, W, 3]; mask: int[H, W, 2] -> uint8[H, W, 3]: segments
     tinted with their class colour (tint = 1: the colours alone), a white line where one segment
     meets another. Works on `rows` rows at a time, so a large image costs a few of its own copies."""
@@ -62,7 +65,8 @@ def overlay(image, mask, tint=0.55, rows=512):
     for r in range(0, mask.shape[0], rows):
         m = mask[r:r + rows]
         im = np.asarray(image[r:r + rows], np.float32) / (255 if image.dtype == np.uint8 else 1)
-        block = np.where(((m[..., 0] > 0) & (m[..., 1] > 0))[..., None], (1 - tint) * im + tint * colours(m), im)
+        block = np.where(((m[..., 0] > 0) & (m[..., 1] > 0))[..., None], (1 - tint) * im + tint * colours(m, shade=shade),
+                         im)
         above = mask[max(0, r - 1):r + rows]  # with the row above, for the edges between blocks
         key = above[..., 0].astype(np.int64) * 65536 + above[..., 1]
         edge = np.zeros(key.shape, bool)
@@ -143,6 +147,22 @@ def save_mask_grid(path, masks, categories, title, per_row=4, side=128):
     panels += [blank] * (-len(panels) % per_row)
     rows = [panels[i:i + per_row] for i in range(0, len(panels), per_row)]
     return save_panels(path, rows, title, mask_legend(list(masks), categories, len(categories)))
+
+
+def save_sweep_plot(path, results, title):
+    """Fig. 6 from coco_sweep's rows: PQ against sampling steps, one line per td (rows sampled from
+    scratch only), steps on a log axis."""
+    fig = Figure(figsize=(4.8, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    rows = [r for r in results if not r["drop"]]
+    for td in sorted({r["td"] for r in rows}):
+        pts = sorted((r["steps"], 100 * r["pq"]) for r in rows if r["td"] == td)
+        ax.plot(*zip(*pts), marker="o", label=f"td = {td:g}")
+    ax.set(xscale="log", xlabel="sampling steps", ylabel="PQ (%)", title=title)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8, frameon=False)
+    fig.savefig(path, dpi=100)
+    return fig
 
 
 def noise_panels(mask, cfg, seed):
@@ -232,7 +252,9 @@ def video_frames(images, masks, categories, min_side=256):
     """The frames (uint8[H, W, 3] each) and their masks as frames of an animated image a person can
     watch: the overlay beside the segments in their colours (void black), both enlarged by a whole
     factor (nearest) until the shorter side is at least min_side, above a legend_strip of the
-    classes in any frame: the colours of the right half exactly. Returns PIL images."""
+    classes in any frame. The right half shades each identity within its class's colour (colours'
+    shade), so a thing tracked under one identity keeps one shade from frame to frame, and one
+    that changes identity changes shade. Returns PIL images."""
     h, w = images[0].shape[:2]
     r = max(1, -(-min_side // min(h, w)))
     classes = sorted(set(np.concatenate([m[..., 0][m[..., 1] > 0] for m in masks]).tolist()) & set(categories))
@@ -240,6 +262,6 @@ def video_frames(images, masks, categories, min_side=256):
     strip = legend_strip(classes, categories, 2 * w * r, void)
     out = []
     for image, m in zip(images, masks):
-        pair = np.concatenate([overlay(image, m), overlay(np.zeros_like(image), m, tint=1)], 1)
+        pair = np.concatenate([overlay(image, m), overlay(np.zeros_like(image), m, tint=1, shade=True)], 1)
         out.append(Image.fromarray(np.concatenate([pair.repeat(r, 0).repeat(r, 1), strip])))
     return out

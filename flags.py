@@ -96,7 +96,9 @@ def parser():
     g = ap.add_argument_group("the run")
     g.add_argument("--name", default=None, help="run name: writes runs/<name>/ (default: <dataset>-<preset>)")
     g.add_argument("--out", default="runs", help="folder of runs")
-    g.add_argument("--resume", action="store_true", help="continue from runs/<name>/ckpt.pt")
+    g.add_argument("--resume", action="store_true", help="continue the run in runs/<name>/ from its checkpoint")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start afresh in runs/<name>/ even if it holds a run (its checkpoint and log are deleted)")
     g.add_argument("--ckpt-every", type=int, default=500, help="write runs/<name>/ckpt.pt every this many steps")
     g.add_argument("--stop-at", type=int, default=None,
                    help="stop after this step with a checkpoint, no eval (e.g. a job's time limit); go on with --resume")
@@ -147,6 +149,9 @@ def get_args(argv=None):
     cli.check_device(ap, args.device, args.kernels)
     cli.check_amp(ap, args)
     args.name = args.name or f"{args.dataset}-{args.preset}" + ("-uncond" if args.unconditional else "")
+    if args.resume and args.overwrite:
+        ap.error("--resume continues the run in the folder, --overwrite replaces it: give one")
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # (for the command that continues the run)
     return args
 
 

@@ -1,9 +1,13 @@
 """A training run's record in its folder, runs/<name>/: log.jsonl (one JSON row per logged step,
 then the evaluation's row), locked while the run trains; with --tensorboard the same numbers as
 TensorBoard scalars beside it (events.out.tfevents.*; `tensorboard --logdir runs`); summary.png,
-the loss curve and held-out samples, also shown in TensorBoard's images."""
+the loss curve and held-out samples, also shown in TensorBoard's images. And what keeps a run from
+being lost: a folder that holds a run is not overwritten unless asked (`claim`), and Ctrl-C or a
+scheduler's SIGTERM stops the run at the end of its current step, with a checkpoint (`Stop`)."""
+import glob
 import json
 import os
+import signal
 
 import numpy as np
 from PIL import Image
@@ -69,3 +73,62 @@ class RunLog:
         if self.board is not None:
             self.board.close()
         self.file.close()
+
+
+RECORD = ("ckpt.pt", "log.jsonl", "summary.png", "samples.png", "events.out.tfevents.*")  # what a run writes
+
+
+def claim(run_dir, resume, overwrite):
+    """Before a run starts in run_dir: None if it may (a new folder, --resume, or --overwrite, which
+    deletes the old run's record first), else the one-line reason it may not."""
+    found = [p for pattern in RECORD for p in glob.glob(os.path.join(run_dir, pattern))]
+    if resume or not found:
+        return None
+    if overwrite:
+        for path in found:
+            os.remove(path)
+        return None
+    return (f"{run_dir} holds a run already ({', '.join(sorted(os.path.basename(p) for p in found)[:3])}): "
+            f"--resume continues it, --name NAME starts this one in another folder, --overwrite replaces it")
+
+
+class Stopped(Exception):
+    """A stop signal arrived outside the training steps (setting up, or evaluating)."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Stop:
+    """SIGINT (Ctrl-C) and SIGTERM (what a cluster scheduler sends before it kills a job), while
+    the run is in its with-block: inside the training steps (`stepping` True) a request, which the
+    loop answers at the end of the step with a checkpoint; elsewhere, or a second signal, Stopped
+    at once. Exit status 128 + the signal's number (130, 143), as a shell reports it."""
+
+    def __init__(self):
+        self.signum, self.stepping, self.saved = None, False, {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self.saved[s] = signal.signal(s, self.handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.saved.items():
+            signal.signal(s, handler)
+
+    def handle(self, signum, frame):
+        if not self.stepping or self.signum is not None:
+            raise Stopped(signum)
+        self.signum = signum
+
+    def requested(self, world=1, device="cpu"):
+        """The signal to stop on, agreed by all processes (any one's), or None."""
+        if world == 1:
+            return self.signum
+        import torch
+        import torch.distributed as dist
+        flag = torch.tensor(float(self.signum or 0), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item()) or None

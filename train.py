@@ -22,6 +22,9 @@ import dataclasses
 import functools
 import math
 import os
+import shlex
+import signal
+import sys
 import time
 
 import torch
@@ -39,7 +42,7 @@ from diffusion import PRESETS, Pix2SeqD, parse_fields
 from evaluate import draw_masks, pq_on_dataset, pq_row, pq_text, video_clips
 from flags import get_args
 from recipe import ema_update, lr_at, optimizer
-from runlog import RunLog
+from runlog import RunLog, Stop, Stopped, claim
 from stream import video_inputs
 
 VIDEO_FRAMES_SHOWN = (0, 2, 4, 7)  # summary.png of a video run: these frames of the first held-out clip
@@ -132,12 +135,26 @@ def main(argv=None):
     args = get_args(argv)
     rank, world = setup_distributed(args)
     try:
-        return train(args, rank, world)
+        with Stop() as signals:
+            return train(args, signals, rank, world)
     except DataError as e:  # from a DataLoader worker the message is the wrapped traceback: keep its last line
         fail(str(e).strip().splitlines()[-1].split("DataError: ", 1)[-1])
+    except Stopped as e:  # Ctrl-C or SIGTERM while setting up or evaluating: the checkpoint on disk is complete
+        if rank == 0:
+            done = checkpoint.saved_step(os.path.join(args.out, args.name, "ckpt.pt"))
+            print(f"stopped ({e}) " + (f"with {done} steps in its checkpoint: {continue_command(args)} continues"
+                                       if done else "before a checkpoint was written: nothing to continue"),
+                  file=sys.stderr)
+        sys.exit(128 + e.signum)
     finally:
         if world > 1:
             dist.destroy_process_group()
+
+
+def continue_command(args):
+    """The command that continues this run: its own flags, with --resume."""
+    kept = [a for a in args.argv if a not in ("--resume", "--overwrite")]
+    return shlex.join(["python", "train.py", *kept, "--resume"])
 
 
 def init_config(args, cfg):
@@ -258,9 +275,10 @@ def train_step(args, step, batch, model, ema, opt, loss_fn, rank=0, world=1):
     return total, grad_norm
 
 
-def train(args, rank=0, world=1):
+def train(args, signals, rank=0, world=1):
     """Data, model, optimizer, the loop (Alg. 1), eval. Returns the eval result (None on ranks > 0
-    and at --stop-at)."""
+    and at --stop-at). signals (runlog.Stop): a stop signal ends the run after the current step with
+    a checkpoint, exit status 130 (SIGINT) or 143 (SIGTERM)."""
     if args.batch_size % world:
         fail(f"--batch-size {args.batch_size} must be a multiple of the {world} processes (it is the global batch)")
     if args.batch_size // world % args.accum:
@@ -268,6 +286,8 @@ def train(args, rank=0, world=1):
              f"{args.batch_size} do not split into {args.accum} equal micro-batches")
     run_dir = os.path.join(args.out, args.name)
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
+    if rank == 0 and claim(run_dir, args.resume, args.overwrite):
+        fail(claim(run_dir, args.resume, args.overwrite))
     cfg, model, train_set, val_set, categories = build(args, rank)
     if args.log_every is None:  # about 50 points on the loss curve
         args.log_every = max(1, min(25, args.train_steps // 50))
@@ -281,8 +301,10 @@ def train(args, rank=0, world=1):
             start, trained, noted = checkpoint.resume(ckpt_path, cfg, args, model, ema, opt)
         except ValueError as e:
             fail(f"--resume: {e}")
-        if noted and rank == 0:
-            print(f"note: --resume from step {start} with {', '.join(noted)} (the schedule changes from there)")
+        if rank == 0:
+            print(f"resuming {run_dir} at step {start} of {args.train_steps} (--dataset {args.dataset} --seed {args.seed} "
+                  f"--batch-size {args.batch_size}), {trained / 60:.1f} min trained so far"
+                  + (f"; {', '.join(noted)} from here" if noted else ""))
     if world > 1 and args.device.startswith("cuda"):  # the official BatchNorm is global (SyncBatchNorm: CUDA only)
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     loss_fn = TrainLoss(model)
@@ -305,6 +327,7 @@ def train(args, rank=0, world=1):
     bar = tqdm(range(start, stop), initial=start, total=args.train_steps, desc="train", mininterval=1,
                disable=rank > 0)
     t_logged, step_logged = time.time(), start - 1
+    signals.stepping = True
     for step, batch in zip(bar, loader):
         loss, grad_norm = train_step(args, step, batch, model, ema, opt, loss_fn, rank, world)
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
@@ -318,8 +341,17 @@ def train(args, rank=0, world=1):
                 log.write({"step": step, "loss": loss_all.item(), "lr": lr_at(step, args), "grad_norm": float(grad_norm),
                            "time": now - t0, "step_time": (now - t_logged) / (step - step_logged)})
                 t_logged, step_logged = now, step
-        if rank == 0 and ((step + 1) % args.ckpt_every == 0 or step + 1 == stop):
+        signum = signals.requested(world, args.device)
+        if rank == 0 and ((step + 1) % args.ckpt_every == 0 or step + 1 == stop or signum):
             checkpoint.save_run(ckpt_path, model, ema, opt, step + 1, args, categories, time.time() - t0)
+        if signum:
+            bar.close()
+            if rank == 0:
+                log.close()
+                print(f"stopped at step {step + 1} of {args.train_steps} ({signal.Signals(signum).name}), with a "
+                      f"checkpoint: {continue_command(args)} continues", file=sys.stderr)
+            sys.exit(128 + signum)
+    signals.stepping = False
     if rank > 0:
         return None
     if args.device.startswith("cuda"):

@@ -70,7 +70,7 @@ def segment_video(args):
     print(f"{cli.plural(len(frames), 'frame')} ({cli.plural(args.steps_first, 'step')} on the first, "
           f"{args.steps_rest} on each other) -> "
           f"{args.out}/: frame_XXXX_overlay.png, overlay.gif, panoptic/frame_XXXX.png, panoptic.json")
-    note = checkpoint.synthetic_note(categories, args.ckpt)
+    note = checkpoint.synthetic_note(categories, args.ckpt, [args.input])
     if note:
         print(note, file=sys.stderr)
     return masks

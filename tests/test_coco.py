@@ -19,7 +19,7 @@ from images import LUMA, color_jitter, hue_rotate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "..", "shared", "data", "coco-panoptic-sample")
-needs_sample = pytest.mark.skipif(not os.path.isdir(SAMPLE), reason="no ../shared/data/coco-panoptic-sample")
+needs_sample = pytest.mark.skipif(not os.path.isdir(SAMPLE), reason="needs the real COCO sample: two val2017 images with their panoptic ground truth from panopticapi's sample_data, laid out as COCO (docs/coco.md, Data) in ../shared/data/coco-panoptic-sample")
 
 
 def canonical(mask):

@@ -110,8 +110,20 @@ def test_video_frames_are_enlarged_with_a_legend_of_their_colours(h, w):
     r = max(1, -(-256 // min(h, w)))
     im = np.asarray(frames[0])
     assert im.shape[1] == 2 * w * r and min(im.shape[:2]) >= 256
-    segments = figures.overlay(np.zeros_like(image), mask, tint=1)
+    segments = figures.overlay(np.zeros_like(image), mask, tint=1, shade=True)
     assert np.array_equal(im[:h * r, w * r:], segments.repeat(r, 0).repeat(r, 1))
     assert np.array_equal(im[:h * r, :w * r], figures.overlay(image, mask).repeat(r, 0).repeat(r, 1))
     strip = {tuple(c) for c in im[h * r:].reshape(-1, 3).tolist()}
-    assert drawn_colours(segments) <= strip and u8(figures.PALETTE[2]) not in strip
+    assert drawn_colours(figures.overlay(np.zeros_like(image), mask, tint=1)) <= strip  # each class's base colour
+    assert u8(figures.PALETTE[2]) not in strip
+
+
+def test_identity_shades_follow_the_identity_not_the_frame():
+    """Video figures: a thing keeping its identity keeps its shade; two things of a class differ."""
+    a = np.array([[[1, 1], [1, 2], [3, 1]]])
+    b = np.array([[[1, 2], [1, 1], [0, 0]]])  # the identities swap places
+    ca, cb = figures.colours(a, shade=True), figures.colours(b, shade=True)
+    assert np.array_equal(ca[0, 0], cb[0, 1]) and np.array_equal(ca[0, 1], cb[0, 0])
+    assert not np.array_equal(ca[0, 0], ca[0, 1])
+    plain = figures.colours(a)
+    assert np.allclose(ca / np.maximum(plain, 1e-9), ca[..., :1] / np.maximum(plain[..., :1], 1e-9), atol=1e-6)

@@ -301,7 +301,7 @@ def test_coco_files_errors(tmp_path):
         pq_from_coco_files(gt_json, gt_dir, pred_json, pred_dir)
 
 
-@pytest.mark.skipif(not os.path.isdir(SAMPLE), reason="needs ../shared/data/coco-panoptic-sample")
+@pytest.mark.skipif(not os.path.isdir(SAMPLE), reason="needs the real COCO sample: two val2017 images with their panoptic ground truth from panopticapi's sample_data, laid out as COCO (docs/coco.md, Data) in ../shared/data/coco-panoptic-sample")
 def test_coco_sample_scored_against_itself_is_perfect():
     """The COCO sample's gt as its own prediction: every non-crowd category is counted and perfect
     (pq_compute on perturbed predictions: test_pq_oracle.py)."""

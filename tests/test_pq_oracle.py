@@ -211,7 +211,7 @@ def test_errors_agree_with_pq_compute(tmp_path):
             pq_from_coco_files(*paths)
 
 
-@pytest.mark.skipif(not os.path.isdir(SAMPLE), reason="needs ../shared/data/coco-panoptic-sample")
+@pytest.mark.skipif(not os.path.isdir(SAMPLE), reason="needs the real COCO sample: two val2017 images with their panoptic ground truth from panopticapi's sample_data, laid out as COCO (docs/coco.md, Data) in ../shared/data/coco-panoptic-sample")
 def test_coco_sample_agrees_with_pq_compute(tmp_path):
     """On the COCO sample (real images and categories, crowd people), with predictions that merge
     two people into one segment and drop a segment, pq_from_coco_files equals pq_compute."""
