@@ -22,6 +22,7 @@ from diffusion import ARCH, Config, Pix2SeqD
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
 SHIPPED_IMAGE = os.path.join(SHIPPED, "shapes-tiny.pt")  # the image model, trained on the built-in shapes
 SHIPPED_VIDEO = os.path.join(SHIPPED, "shapes-video-tiny.pt")  # fine-tuned from it on shapes videos
+SHIPPED_PRIOR = os.path.join(SHIPPED, "shapes-uncond-tiny.pt")  # the decoder alone, trained without images (stage 0)
 
 
 def save(path, state):

@@ -1,5 +1,6 @@
-"""Command-line plumbing shared by train.py, sample.py, video.py and ablations.py: bad input
-ends in one line on stderr and exit status 2, never a traceback."""
+"""Command-line plumbing shared by the scripts (train.py, sample.py, video.py, ablations.py,
+convert.py): bad input ends in one line on stderr and exit status 2, never a traceback; the
+devices and kernels flags; --set FIELD=VALUE for diffusion.Config's fields."""
 import argparse
 import copy
 import math
@@ -9,6 +10,7 @@ import sys
 import torch
 
 import kernels
+from diffusion import Config
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -146,3 +148,23 @@ def fail(prog, message):
     """Print `prog: error: message` as one line (white space folded) and exit with status 2."""
     print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
     sys.exit(2)
+
+
+def parse_fields(items):
+    """Config fields given as text, as the scripts' --set takes them: ["enc_layers=2",
+    "dec_mults=1,1,2,2"] -> {"enc_layers": 2, "dec_mults": (1, 1, 2, 2)}. ValueError (one line)
+    for an unknown field or a value of the wrong type."""
+    defaults = Config()
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not hasattr(defaults, key) or key == "arch" or not value:
+            raise ValueError(f"--set {item}: give FIELD=VALUE with a field of diffusion.Config")
+        kind = type(getattr(defaults, key))
+        try:
+            out[key] = tuple(int(v) for v in value.split(",")) if kind is tuple else \
+                {"true": True, "false": False}[value.lower()] if kind is bool else kind(value)
+        except (ValueError, KeyError):
+            raise ValueError(f"--set {item}: {value!r} is not a{'n' if kind is int else ''} "
+                             f"{ {tuple: 'list of ints', bool: 'true/false'}.get(kind, kind.__name__)}") from None
+    return out

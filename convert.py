@@ -27,8 +27,9 @@ import torch
 import torch.nn as nn
 
 import checkpoint
+import cli
 from cli import Parser
-from diffusion import Pix2SeqD, paper_config, parse_fields
+from diffusion import Pix2SeqD, paper_config
 from tfcheckpoint import CheckpointError, read_index, read_tensor, resolve_prefix
 
 SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -220,7 +221,7 @@ def main(argv=None):
                          "(e.g. enc_layers=2 enc_dim=64)")
     args = ap.parse_args(argv)
     try:
-        ckpt, skipped = convert(args.prefix, args.raw, parse_fields(args.set))
+        ckpt, skipped = convert(args.prefix, args.raw, cli.parse_fields(args.set))
     except (CheckpointError, ValueError, OSError) as e:
         ap.exit(2, f"convert.py: {e}\n")
     checkpoint.save(args.out, ckpt)

@@ -163,25 +163,6 @@ def tiny_config(**overrides):
 
 PRESETS = {"tiny": tiny_config, "paper": paper_config}
 
-
-def parse_fields(items):
-    """Config fields given as text, as the scripts' --set takes them: ["enc_layers=2",
-    "dec_mults=1,1,2,2"] -> {"enc_layers": 2, "dec_mults": (1, 1, 2, 2)}. ValueError (one line)
-    for an unknown field or a value of the wrong type."""
-    defaults = Config()
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        if not hasattr(defaults, key) or key == "arch" or not value:
-            raise ValueError(f"--set {item}: give FIELD=VALUE with a field of diffusion.Config")
-        kind = type(getattr(defaults, key))
-        try:
-            out[key] = tuple(int(v) for v in value.split(",")) if kind is tuple else \
-                {"true": True, "false": False}[value.lower()] if kind is bool else kind(value)
-        except (ValueError, KeyError):
-            raise ValueError(f"--set {item}: {value!r} is not a{'n' if kind is int else ''} "
-                             f"{ {tuple: 'list of ints', bool: 'true/false'}.get(kind, kind.__name__)}") from None
-    return out
 IMAGE_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # ImageNet statistics
 IMAGE_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -294,7 +275,8 @@ class Pix2SeqD(nn.Module):
         return mask_to_analog(masks, c.n_class_bits, c.n_identity_bits, c.scale)
 
     def train_loss(self, images, masks, past=None, t=None, eps=None, u=None):
-        """Alg. 1. images: float[B, 3, H, W]; masks: long[B, h, w, 2] -> (loss, stats).
+        """Alg. 1. images: float[B, 3, H, W]; masks: long[B, h, w, 2], h = H mask_size / image_size
+        -> (loss, stats).
         t: float[B], eps: float[B, n_bits, h, w] and u: float[B] are drawn here unless given
         (train.py gives them so that an example's noise does not depend on how a batch is split
         over processes).
@@ -307,9 +289,10 @@ class Pix2SeqD(nn.Module):
         check_mask(masks, c.n_class_bits, c.n_identity_bits)
         if masks.shape[0] == 0:
             raise ValueError("train_loss got an empty batch: the mean loss of no examples is undefined")
-        if masks.shape[1:3] != (c.mask_size, c.mask_size) or images.shape[0] != masks.shape[0]:
-            raise ValueError(f"masks {list(masks.shape)} do not match images {list(images.shape)} "
-                             f"and mask_size {c.mask_size}")
+        size = tuple(n * c.mask_size // c.image_size for n in images.shape[-2:])  # encode's feature size
+        if masks.shape[1:3] != size or images.shape[0] != masks.shape[0]:
+            raise ValueError(f"masks {list(masks.shape)} do not match images {list(images.shape)} at "
+                             f"image_size {c.image_size} / mask_size {c.mask_size} ({list(size)} masks)")
         h = self.encode(images)
         m_bits = self.to_bits(masks, check=False)
         t = torch.rand(masks.shape[0], device=masks.device) if t is None else t

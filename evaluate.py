@@ -213,7 +213,7 @@ def coco_sweep(model, categories, root, settings, data="shapes", n=100, data_roo
     return results
 
 
-SWEEP_COLUMNS = ("steps: Alg. 2's sampling steps; td: its time difference; drop: the fraction of the mask's "
+SWEEP_COLUMNS = ("columns: steps, Alg. 2's sampling steps; td: its time difference; drop: the fraction of the mask's "
                  "block x block cells left unknown and inpainted (0: sampled from scratch); PQ, PQ_th, PQ_st: "
                  "panoptic quality over all, thing and stuff classes; SQ, RQ: segmentation and recognition "
                  "quality (PQ = SQ x RQ); s/img: seconds of sampling per image")

@@ -82,6 +82,12 @@ def claim(run_dir, resume, overwrite):
     """Before a run starts in run_dir: None if it may (a new folder, --resume, or --overwrite, which
     deletes the old run's record first), else the one-line reason it may not."""
     found = [p for pattern in RECORD for p in glob.glob(os.path.join(run_dir, pattern))]
+    if fcntl is not None and os.path.isfile(os.path.join(run_dir, "log.jsonl")):
+        with open(os.path.join(run_dir, "log.jsonl")) as f:  # a live run holds its log locked
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return f"{run_dir} is in use by another train.py run; give this run another --name (or --out)"
     if resume or not found:
         return None
     if overwrite:

@@ -42,6 +42,11 @@ from evaluate import pq_on_dataset
 from recipe import SHAPES_DEFAULTS, ema_update, optimizer
 
 
+# python train.py's FLOPs: 2400 steps of batch 8 (11.2 GFLOP each) and the evaluation's 3.35 TFLOP (200 images,
+# 50 decoder passes each), counted with FlopCounterMode (docs/results.md)
+DEFAULT_RUN_FLOPS = 30.2e12
+
+
 def sync(device):
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
@@ -326,6 +331,11 @@ def main(argv=None):
     print(f"  {1e3 * seconds:.1f} ms (median of {args.repeat}), {n_flops / 1e9:.1f} GFLOP, "
           f"{n_flops / seconds / 1e9:.1f} GFLOP/s = {n_flops / seconds / rate:.0%} of a {rate / 1e9:.0f} GFLOP/s "
           f"2048^3 matmul here")
+    if args.what == "step" and args.preset == "tiny" and not sizes and args.batch_size == SHAPES_DEFAULTS["batch_size"]:
+        minutes = DEFAULT_RUN_FLOPS / (n_flops / seconds) / 60
+        print(f"  the default run (python train.py: {DEFAULT_RUN_FLOPS / 1e12:.1f} TFLOP with its evaluation) at "
+              f"this rate: about {minutes:.1f} minutes here")
+        result["default_run_minutes"] = minutes
     return write_json(args.json, result)
 
 

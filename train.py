@@ -38,7 +38,7 @@ import cli
 from batching import Draws, StepBatches, noise_at
 from coco import CocoPanoptic, DataError
 from data import ShapesDataset, ShapesVideoDataset
-from diffusion import PRESETS, Pix2SeqD, parse_fields
+from diffusion import PRESETS, Pix2SeqD
 from evaluate import draw_masks, pq_on_dataset, pq_row, pq_text, video_clips
 from flags import get_args
 from recipe import ema_update, lr_at, optimizer
@@ -54,7 +54,7 @@ def make_config(args):
     if args.self_cond is not None:
         overrides["self_cond"] = args.self_cond == "on"
     try:
-        overrides.update(parse_fields(args.set))
+        overrides.update(cli.parse_fields(args.set))
         return PRESETS[args.preset](**overrides, n_past=2 if args.dataset == "shapes-video" else 0,
                                     unconditional=args.unconditional)
     except (TypeError, ValueError) as e:
@@ -302,7 +302,7 @@ def train(args, signals, rank=0, world=1):
         except ValueError as e:
             fail(f"--resume: {e}")
         if rank == 0:
-            print(f"resuming {run_dir} at step {start} of {args.train_steps} (--dataset {args.dataset} --seed {args.seed} "
+            print(f"resuming {run_dir} from step {start} of {args.train_steps} (--dataset {args.dataset} --seed {args.seed} "
                   f"--batch-size {args.batch_size}), {trained / 60:.1f} min trained so far"
                   + (f"; {', '.join(noted)} from here" if noted else ""))
     if world > 1 and args.device.startswith("cuda"):  # the official BatchNorm is global (SyncBatchNorm: CUDA only)

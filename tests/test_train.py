@@ -40,7 +40,7 @@ def test_short_training_run_improves_pq_over_untrained(tmp_path):
     args = ["--out", str(tmp_path), "--name", "e2e", "--train-steps", "150", "--batch-size", "16",
             "--warmup", "20", "--eval-images", "40", "--steps", "10"]
     untrained = train.main(args + ["--train-steps", "1"])
-    trained = train.main(args)
+    trained = train.main(args + ["--overwrite"])
     # Measured: untrained PQ 0.00; after 150 steps 0.26 (things 0.24, stuff 0.29).
     assert trained["pq"] > untrained["pq"] + 0.12, (untrained, trained)
     assert trained["pq_things"] > 0.08 and trained["pq_stuff"] > 0.08
@@ -166,7 +166,8 @@ def test_resume_with_a_changed_schedule_continues_and_records_the_change(tmp_pat
     assert torch.load(tmp_path / "r" / "ckpt.pt", weights_only=True)["args"]["lr"] == 5e-4
     train.main(args + ["--train-steps", "5", "--resume", "--lr", "5e-4"])
     out = capsys.readouterr().out
-    assert "--train-steps 4 -> 5" in out and "--lr" not in out.split("note:")[1].splitlines()[0]
+    line = [x for x in out.splitlines() if x.startswith("resuming")][0]
+    assert "--train-steps 4 -> 5" in line and "--lr" not in line
     rows = [json.loads(line) for line in open(tmp_path / "r" / "log.jsonl") if '"loss"' in line]
     assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
     for step, steps in ((2, 4), (3, 5), (4, 5)):  # step 2 ran with --train-steps 4, the rest with 5
@@ -247,9 +248,9 @@ def test_init_at_another_resolution(tmp_path):
     assert 0 <= train.main(args)["pq"] <= 1
     cfg = torch.load(tmp_path / "hi" / "ckpt.pt", weights_only=True)["config"]
     assert (cfg["image_size"], cfg["mask_size"]) == (128, 64)
-    r = run_cli(*args[:4], "--init", ckpt, "--loss", "l2", "--train-steps", "1")
+    r = run_cli(*args[:2], "--name", "other", "--init", ckpt, "--loss", "l2", "--train-steps", "1")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--loss l2" in r.stderr
-    r = run_cli(*args[:4], "--init", ckpt, "--self-cond", "on", "--train-steps", "1")
+    r = run_cli(*args[:2], "--name", "other", "--init", ckpt, "--self-cond", "on", "--train-steps", "1")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--self-cond on" in r.stderr
 
 
