@@ -67,3 +67,19 @@ def test_a_stopped_run_saves_and_resumes_bit_for_bit(tmp_path, signum, status):
     with open(tmp_path / "cut" / "log.jsonl") as f:
         steps = [json.loads(line).get("step") for line in f]
     assert steps[:-1] == sorted(set(steps[:-1]))  # no step logged twice, none out of order
+
+
+def test_the_stop_request_waits_for_the_step_and_a_second_signal_does_not():
+    """Inside the steps a signal is a request the loop answers at the step's end; outside them
+    (setting up, evaluating), or a second one, it stops at once."""
+    from runlog import Stop, Stopped
+    with Stop() as stop:
+        with pytest.raises(Stopped):
+            signal.raise_signal(signal.SIGTERM)  # not stepping: at once
+        stop.stepping = True
+        signal.raise_signal(signal.SIGINT)
+        assert stop.requested() == signal.SIGINT
+        with pytest.raises(Stopped) as e:
+            signal.raise_signal(signal.SIGINT)  # the second Ctrl-C
+        assert e.value.signum == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
