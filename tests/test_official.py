@@ -215,3 +215,13 @@ if __name__ == "__main__":  # python tests/test_official.py: the numbers of docs
         paths = convert_fixtures(tmp)
         for copy in ("ema", "raw", "detector"):
             print(f"{copy}: " + ", ".join(f"{k} {v:.1e}" for k, v in differences(paths[copy], copy).items()))
+
+
+@needs_fixtures
+def test_the_scripts_take_a_converted_checkpoint(converted, tmp_path):
+    """sample.py --ckpt segments with a converted Pix2Seq-D model (here at the fixture's 64 px)."""
+    r = subprocess.run([sys.executable, "sample.py", os.path.join("examples", "shapes_val_0.png"), "--ckpt",
+                        converted["ema"], "--steps", "2", "--out", str(tmp_path)], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert (tmp_path / "shapes_val_0_panoptic.png").is_file()
