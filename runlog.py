@@ -19,16 +19,26 @@ try:
 except ImportError:  # Windows: no lock
     fcntl = None
 
+def logged_step(line):
+    """The step of one log.jsonl row, or None for a line that is not a whole row (a killed write)."""
+    try:
+        return json.loads(line).get("step")
+    except ValueError:
+        return None
+
+
 SCALARS = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm", "step_time": "train/step_time_s",
            "pq": "eval/PQ", "pq_things": "eval/PQ_things", "pq_stuff": "eval/PQ_stuff", "j_and_f": "eval/J&F",
            "identity": "eval/identity_consistency"}
 
 
 class RunLog:
-    """run_dir/log.jsonl for appending (emptied unless resume), locked for the whole run: a second
-    train.py on the same run folder stops with one line instead of truncating this run's log."""
+    """run_dir/log.jsonl for appending, locked for the whole run: a second train.py on the same run
+    folder stops with one line instead of truncating this run's log. A new run empties it; a run
+    resumed at step `start` keeps the rows of the steps before it and drops those a stopped run
+    logged after its last checkpoint, so each step is in the log once, in order."""
 
-    def __init__(self, run_dir, resume, tensorboard=False):
+    def __init__(self, run_dir, resume, tensorboard=False, start=0):
         self.path = os.path.join(run_dir, "log.jsonl")
         self.file = open(self.path, "a")
         try:
@@ -37,8 +47,12 @@ class RunLog:
         except OSError:
             self.file.close()
             cli.fail("train.py", f"{run_dir} is in use by another train.py run; give this run another --name (or --out)")
-        if not resume:
-            self.file.truncate(0)
+        with open(self.path) as f:
+            steps = [(line, logged_step(line)) for line in f] if resume else []
+        kept = [line for line, step in steps if step is not None and step < start]
+        self.file.truncate(0)
+        self.file.writelines(kept)
+        self.file.flush()
         self.board = None
         if tensorboard:
             try:

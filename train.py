@@ -318,7 +318,7 @@ def train(args, signals, rank=0, world=1):
         num_workers=args.workers, pin_memory=args.device.startswith("cuda"))
     if rank == 0:
         cli.make_dir("train.py", run_dir, "--out/--name")
-        log = RunLog(run_dir, args.resume, args.tensorboard)
+        log = RunLog(run_dir, args.resume, args.tensorboard, start)
         n_params = sum(p.numel() for p in model.parameters())
         print(f"{args.name}: {n_params / 1e6:.2f}M parameters, {cli.plural(args.train_steps, 'step')} of batch "
               f"{args.batch_size} "

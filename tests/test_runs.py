@@ -83,3 +83,21 @@ def test_the_stop_request_waits_for_the_step_and_a_second_signal_does_not():
             signal.raise_signal(signal.SIGINT)  # the second Ctrl-C
         assert e.value.signum == signal.SIGINT
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_a_killed_run_resumes_without_logging_a_step_twice(tmp_path):
+    """SIGKILL leaves no checkpoint at the step it hits: --resume goes back to the last one, and the
+    rows logged after it are dropped instead of repeated."""
+    argv = [*SHORT, "--out", str(tmp_path), "--name", "k", "--ckpt-every", "4"]
+    proc = subprocess.Popen([sys.executable, "train.py", *argv], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for_rows(tmp_path / "k" / "log.jsonl", 7, proc)
+    proc.kill()
+    proc.wait()
+    done = torch.load(tmp_path / "k" / "ckpt.pt", weights_only=True)["step"]
+    with open(tmp_path / "k" / "log.jsonl") as f:
+        assert len(f.readlines()) > done  # rows past the checkpoint
+    train.main([*argv, "--resume"])
+    with open(tmp_path / "k" / "log.jsonl") as f:
+        steps = [json.loads(line)["step"] for line in f]
+    assert steps == list(range(30)) + [30]
