@@ -48,12 +48,14 @@ def resolve_prefix(path):
     holding a checkpoint (the one its `checkpoint` file names, else its only or latest .index)."""
     path = re.sub(r"\.(index|data-\d+-of-\d+)$", "", path.rstrip("/\\"))
     if os.path.isdir(path):
-        named = os.path.join(path, "checkpoint")
-        if os.path.isfile(named):
-            with open(named, errors="replace") as f:
+        listed = os.path.join(path, "checkpoint")
+        if os.path.isfile(listed):
+            with open(listed, errors="replace") as f:
                 m = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', f.read(), re.M)
-            if m:
-                return resolve_prefix(os.path.join(path, m.group(1)))
+            if m:  # the latest; TensorFlow may have written it absolute, in a folder moved since
+                for prefix in (os.path.join(path, m.group(1)), os.path.join(path, os.path.basename(m.group(1)))):
+                    if os.path.isfile(prefix + ".index"):
+                        return prefix
         found = sorted(glob.glob(os.path.join(path, "*.index")),
                        key=lambda p: [int(d) if d.isdigit() else d for d in re.split(r"(\d+)", p)])
         if not found:

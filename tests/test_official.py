@@ -190,6 +190,9 @@ def test_a_file_that_is_not_a_checkpoint_index(tmp_path):
         read_index(resolve_prefix(str(tmp_path)))
     with pytest.raises(CheckpointError, match="missing.index not found"):
         resolve_prefix(str(tmp_path / "missing"))
+    (tmp_path / "ckpt-7.index").write_bytes(b"")  # a folder's `checkpoint` file names its latest, maybe absolute
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "/elsewhere/run/ckpt-7"\n')
+    assert resolve_prefix(str(tmp_path)) == str(tmp_path / "ckpt-7")
 
 
 @needs_fixtures
