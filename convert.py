@@ -140,7 +140,7 @@ def official_entries(model):
                                 nn.MultiheadAttention)) or name.endswith(".out_proj"):
             continue  # (a MultiheadAttention's out_proj is converted with it)
         part = "decoder" if name.startswith("decoder.") else \
-            "encoder" if re.match(r"encoder\.(resnet|proj|proj_ln|layers|ln)\b", name) else "encoder_fuse"
+            "encoder" if (name + ".").startswith(checkpoint.PARTS["encoder"]) else "encoder_fuse"
         for tensor, keys, shapes, make in module_entries(name, mod, official_path(name, n_levels)):
             out.append(Entry(tensor, part, keys, shapes, make))
     return out
