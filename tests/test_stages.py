@@ -162,3 +162,14 @@ def test_speed_memory_counts_what_recomputation_saves(capsys):
     assert plain["peak_b"] > plain["peak_1"] > plain["parameter_bytes"] > 0
     assert 0 < remat["per_example"] < 0.8 * plain["per_example"]
     assert "GiB an example" in capsys.readouterr().out
+
+
+def test_speed_step_ends_with_the_default_runs_minutes(capsys):
+    """`python speed.py step` ends with what the default run will take here: its FLOPs over the rate
+    just measured."""
+    import speed
+    r = speed.main(["step", "--warmup", "0", "--repeat", "1"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "the default run" in last and last.endswith("minutes here")
+    assert r["default_run_minutes"] == pytest.approx(speed.DEFAULT_RUN_FLOPS / r["achieved_flops_per_s"] / 60)
+    assert abs(r["flops"] * 2400 - 26.9e12) < 0.5e12  # the run's training FLOPs, 2400 of these steps
