@@ -19,13 +19,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "%(default)" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        if "%(default)" in text or action.default in (None, False, argparse.SUPPRESS, [], ()) \
+                or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
 
     def _expand_help(self, action):
         """A list default as a user types it: "1,2,5" for a comma-separated flag, "1 3" for nargs."""
-        if isinstance(action.default, (tuple, list)):
+        if isinstance(action.default, (tuple, list)) and action.default:
             sep = " " if action.nargs not in (None, "?") else ","
             action = copy.copy(action)
             action.default = sep.join(f"{v:g}" if isinstance(v, float) else str(v) for v in action.default)

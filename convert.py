@@ -19,6 +19,7 @@ weight of the converted part came from the checkpoint. The tensor-bundle format 
 tfcheckpoint.py, without TensorFlow.
 """
 import dataclasses
+import os
 import re
 from collections import Counter
 
@@ -224,7 +225,11 @@ def main(argv=None):
         ckpt, skipped = convert(args.prefix, args.raw, cli.parse_fields(args.set))
     except (CheckpointError, ValueError, OSError) as e:
         ap.exit(2, f"convert.py: {e}\n")
-    checkpoint.save(args.out, ckpt)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        checkpoint.save(args.out, ckpt)
+    except OSError as e:
+        ap.exit(2, f"convert.py: cannot write {args.out}: {e.strerror}\n")
     info = ckpt["converted"]
     print(f"{info['kind']} {info['source']} ({info['copy']} copy): {', '.join(info['loaded'])} -> {args.out}")
     if info["initialised"]:
