@@ -192,6 +192,7 @@ def init_from(model, image_model):
 # belongs to neither and starts at its initialisation.
 PARTS = {"encoder": ("encoder.resnet.", "encoder.proj.", "encoder.proj_ln.", "encoder.layers.", "encoder.ln."),
          "decoder": ("decoder.",)}
+PART_NAMES = {"encoder": "image encoder", "encoder_fuse": "pyramid merge", "decoder": "mask decoder"}
 
 
 def init_part(model, path, part):
@@ -212,5 +213,5 @@ def init_part(model, path, part):
             v.copy_(theirs[k])
     made = ckpt.get("converted", {})
     source = f"converted from {made['source']}" if made else f"step {ckpt.get('step', '?')}"
-    return f"{ {'encoder': 'image encoder', 'decoder': 'mask decoder'}[part]}: {len(mine)} tensors ({sum(v.numel() for v in mine.values()) / 1e6:.2f}M values) from {path} " \
-           f"({source})"
+    values = sum(v.numel() for v in mine.values())
+    return f"{PART_NAMES[part]}: {len(mine)} tensors ({values / 1e6:.2f}M values) from {path} ({source})"

@@ -35,7 +35,6 @@ from tfcheckpoint import CheckpointError, read_index, read_tensor, resolve_prefi
 
 SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 PARTS = {"encoder": "encoder", "encoder_fuse": "encoder_fuse", "decoder": "denoiser"}  # ours -> official
-NAMES = {"encoder": "image encoder", "encoder_fuse": "pyramid merge", "decoder": "mask decoder"}
 RES = {"n1": "group_norm_0", "conv1": "conv_0", "film": "emb_proj", "n2": "group_norm_1", "conv2": "conv_1",
        "short": "shortcut_layer"}  # decoder.ResBlock -> TransUNet's residual block
 ENC_LAYER = {"ln1": "mha_ln", "attn": "mha", "ln2": "mlp/layernorms/0", "mlp.0": "mlp/mlp_layers/0/dense1",
@@ -193,7 +192,8 @@ def convert(path, raw=False, overrides=None):
                               f"preset: a checkpoint of another architecture or depth")
     loaded = [p for p in PARTS if p in {e.part for e in entries}]
     info = {"source": prefix, "kind": kind, "copy": "raw" if copy == "" else "ema", "seed": 0,
-            "loaded": [NAMES[p] for p in loaded], "initialised": [NAMES[p] for p in PARTS if p not in loaded]}
+            "loaded": [checkpoint.PART_NAMES[p] for p in loaded],
+            "initialised": [checkpoint.PART_NAMES[p] for p in PARTS if p not in loaded]}
     n = cfg.n_classes
     cats = {str(c): {"name": f"class {c}", "isthing": c <= 80 if n == 133 else True} for c in range(1, n + 1)}
     ckpt = {"config": cfg.to_dict(), "ema": state, "categories": cats, "converted": info}

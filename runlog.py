@@ -19,6 +19,21 @@ try:
 except ImportError:  # Windows: no lock
     fcntl = None
 
+def lock(f):
+    """Locks the open file f for this process (until it is closed): False if another process holds
+    it, as a live run holds its log. Without fcntl (Windows) nothing is locked."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def busy(run_dir):
+    return f"{run_dir} is in use by another train.py run; give this run another --name (or --out)"
+
+
 def logged_step(line):
     """The step of one log.jsonl row, or None for a line that is not a whole row (a killed write)."""
     try:
@@ -41,12 +56,9 @@ class RunLog:
     def __init__(self, run_dir, resume, tensorboard=False, start=0):
         self.path = os.path.join(run_dir, "log.jsonl")
         self.file = open(self.path, "a")
-        try:
-            if fcntl is not None:
-                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until close() or the process's exit
-        except OSError:
+        if not lock(self.file):  # held until close() or the process's exit
             self.file.close()
-            cli.fail("train.py", f"{run_dir} is in use by another train.py run; give this run another --name (or --out)")
+            cli.fail("train.py", busy(run_dir))
         with open(self.path) as f:
             steps = [(line, logged_step(line)) for line in f] if resume else []
         kept = [line for line, step in steps if step is not None and step < start]
@@ -96,12 +108,10 @@ def claim(run_dir, resume, overwrite):
     """Before a run starts in run_dir: None if it may (a new folder, --resume, or --overwrite, which
     deletes the old run's record first), else the one-line reason it may not."""
     found = [p for pattern in RECORD for p in glob.glob(os.path.join(run_dir, pattern))]
-    if fcntl is not None and os.path.isfile(os.path.join(run_dir, "log.jsonl")):
+    if os.path.isfile(os.path.join(run_dir, "log.jsonl")):
         with open(os.path.join(run_dir, "log.jsonl")) as f:  # a live run holds its log locked
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return f"{run_dir} is in use by another train.py run; give this run another --name (or --out)"
+            if not lock(f):
+                return busy(run_dir)
     if resume or not found:
         return None
     if overwrite:

@@ -286,8 +286,9 @@ def train(args, signals, rank=0, world=1):
              f"{args.batch_size} do not split into {args.accum} equal micro-batches")
     run_dir = os.path.join(args.out, args.name)
     ckpt_path = os.path.join(run_dir, "ckpt.pt")
-    if rank == 0 and claim(run_dir, args.resume, args.overwrite):
-        fail(claim(run_dir, args.resume, args.overwrite))
+    refused = claim(run_dir, args.resume, args.overwrite) if rank == 0 else None
+    if refused:
+        fail(refused)
     cfg, model, train_set, val_set, categories = build(args, rank)
     if args.log_every is None:  # about 50 points on the loss curve
         args.log_every = max(1, min(25, args.train_steps // 50))
