@@ -110,7 +110,7 @@ def sampling_ablation(args, done):
         ckpt, git = os.path.join(args.out, r["name"], "ckpt.pt"), r["git"]
     else:
         ckpt, git = args.ckpt, args.git
-    model = load_model(ckpt)[0]
+    model = load_model(ckpt, kind="pix2seq-d")[0]
     cfg = model.cfg  # train.py's held-out images and eval
     val_set = ShapesDataset("val", size=args.eval_images, seed=args.seed, image_size=cfg.image_size,
                             mask_size=cfg.mask_size, permute=False)

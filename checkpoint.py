@@ -7,6 +7,8 @@ A checkpoint is a torch file of tensors and plain values (read with weights_only
   "categories"  {class (str): {"name", "isthing"[, "id": COCO category id]}}
   "time"        seconds of training so far (log.jsonl's "time" goes on from it after --resume)
   "converted"   convert.py's record: source, kind, copy, the parts loaded and those initialised
+An LDMSeg checkpoint (train.py --model ldmseg) has the same entries, its config ldmseg.LDMSegConfig's
+(config["model"] == "ldmseg"), "step" counting both of its stages.
 Shipped checkpoints keep only config, ema (fp16) and categories.
 """
 import dataclasses
@@ -18,6 +20,7 @@ import warnings
 import torch
 
 from diffusion import ARCH, Config, Pix2SeqD
+from ldmseg import LDMSeg, LDMSegConfig
 
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
 SHIPPED_IMAGE = os.path.join(SHIPPED, "shapes-tiny.pt")  # the image model, trained on the built-in shapes
@@ -71,10 +74,27 @@ def unreadable(path, e):
     return ValueError(f"{path} is not a readable pix2seq-d checkpoint ({why}): re-create it with train.py")
 
 
-def load_model(path, device="cpu"):
-    """(Pix2SeqD with the EMA weights of a checkpoint, in eval mode, the checkpoint dict). A checkpoint
-    of an older architecture (Config.arch) is a one-line ValueError that says so."""
+MODELS = {"pix2seq-d": "a Pix2Seq-D model", "ldmseg": "an LDMSeg model"}  # config["model"] (none: Pix2Seq-D)
+
+
+def check_kind(ckpt, path, kind):
+    """ValueError (one line) unless the checkpoint holds a model of this kind ("pix2seq-d", "ldmseg")."""
+    held = ckpt["config"].get("model", "pix2seq-d")
+    if held != kind:
+        raise ValueError(f"{path} holds {MODELS.get(held, held)}, not {MODELS[kind]}: give the checkpoint of a "
+                         f"`python train.py{' --model ldmseg' if kind == 'ldmseg' else ''}` run")
+
+
+def load_model(path, device="cpu", kind=None):
+    """(the model with the EMA weights of a checkpoint, in eval mode, the checkpoint dict): Pix2SeqD,
+    or LDMSeg for a `train.py --model ldmseg` checkpoint; kind: the one a caller can use (else a
+    one-line ValueError naming the model the file holds). A checkpoint of an older architecture
+    (Config.arch) is a one-line ValueError that says so."""
     ckpt = read(path, device)
+    if kind is not None:
+        check_kind(ckpt, path, kind)
+    if ckpt["config"].get("model") == "ldmseg":
+        return load_ldmseg(ckpt, path, device)
     try:
         cfg = Config.from_dict(ckpt["config"])
     except Exception as e:  # not a config of this code
@@ -91,6 +111,23 @@ def load_model(path, device="cpu"):
     if made.get("initialised"):  # convert.py from a detector: only the encoder came from the checkpoint
         print(f"note: {path}: {', '.join(made['loaded'])} converted from {made['source']}; "
               f"{', '.join(made['initialised'])} at their initialisation (seed {made['seed']})", file=sys.stderr)
+    return model.to(device).eval(), ckpt
+
+
+def load_ldmseg(ckpt, path, device="cpu"):
+    """load_model of an LDMSeg checkpoint (diffusers missing: its one line, as a ValueError)."""
+    try:
+        cfg = LDMSegConfig.from_dict(ckpt["config"])
+    except Exception as e:
+        raise unreadable(path, e) from None
+    try:
+        model = LDMSeg(cfg)
+    except ImportError as e:
+        raise ValueError(str(e)) from None
+    try:
+        model.load_state_dict(ckpt["ema"])
+    except Exception as e:
+        raise unreadable(path, e) from None
     return model.to(device).eval(), ckpt
 
 
@@ -201,6 +238,7 @@ def init_part(model, path, part):
     what came from where; ValueError (one line) for a file that is not a checkpoint, or whose
     part has a weight of another shape than model's (named, with both shapes)."""
     ckpt = read(path)
+    check_kind(ckpt, path, "pix2seq-d")
     mine = {k: v for k, v in model.state_dict().items() if k.startswith(PARTS[part])}
     theirs = {k: v for k, v in ckpt["ema"].items() if k.startswith(PARTS[part])}
     for k, v in mine.items():

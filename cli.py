@@ -151,21 +151,25 @@ def fail(prog, message):
     sys.exit(2)
 
 
-def parse_fields(items):
+def parse_fields(items, defaults=None):
     """Config fields given as text, as the scripts' --set takes them: ["enc_layers=2",
-    "dec_mults=1,1,2,2"] -> {"enc_layers": 2, "dec_mults": (1, 1, 2, 2)}. ValueError (one line)
-    for an unknown field or a value of the wrong type."""
-    defaults = Config()
+    "dec_mults=1,1,2,2"] -> {"enc_layers": 2, "dec_mults": (1, 1, 2, 2)}, fields of defaults (a
+    config dataclass; diffusion.Config if None). ValueError (one line) for an unknown field or a
+    value of the wrong type."""
+    defaults = Config() if defaults is None else defaults
     out = {}
     for item in items:
         key, _, value = item.partition("=")
-        if not hasattr(defaults, key) or key == "arch" or not value:
-            raise ValueError(f"--set {item}: give FIELD=VALUE with a field of diffusion.Config")
-        kind = type(getattr(defaults, key))
+        if not hasattr(defaults, key) or key in ("arch", "model") or not value:
+            raise ValueError(f"--set {item}: give FIELD=VALUE with a field of {type(defaults).__module__}."
+                             f"{type(defaults).__name__}")
+        default = getattr(defaults, key)
+        kind = type(default[0]) if isinstance(default, tuple) else type(default)
+        read = (lambda v: {"true": True, "false": False}[v.lower()]) if kind is bool else kind
         try:
-            out[key] = tuple(int(v) for v in value.split(",")) if kind is tuple else \
-                {"true": True, "false": False}[value.lower()] if kind is bool else kind(value)
+            out[key] = tuple(map(read, value.split(","))) if isinstance(default, tuple) else read(value)
         except (ValueError, KeyError):
-            raise ValueError(f"--set {item}: {value!r} is not a{'n' if kind is int else ''} "
-                             f"{ {tuple: 'list of ints', bool: 'true/false'}.get(kind, kind.__name__)}") from None
+            what = {bool: "true/false"}.get(kind, ("an " if kind is int else "a ") + kind.__name__)
+            raise ValueError(f"--set {item}: {value!r} is not {'a list of ' if isinstance(default, tuple) else ''}"
+                             f"{what}{'s' if isinstance(default, tuple) and kind is not bool else ''}") from None
     return out

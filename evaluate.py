@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from coco import CocoPanoptic, write_coco_panoptic, write_mask_png, write_panoptic_json
 from data import ShapesDataset, shapes_video
-from identities import majority_vote
+from identities import class_agnostic, majority_vote
 from metrics import PanopticQuality, identity_consistency, j_and_f, pq_from_coco_files
 from stream import stream
 
+AGNOSTIC = {1: {"name": "segment", "isthing": 1}}  # class-agnostic PQ's one category (LDMSeg's evaluation)
 MIN_PIXELS_MASK = 4  # pq_on_dataset's default: segments under 4 mask pixels become void
 
 
@@ -62,18 +63,21 @@ def draw_masks(model, n, steps=20, td=2.0, min_pixels=MIN_PIXELS_MASK, eta=0.0, 
 
 @torch.no_grad()
 def pq_on_dataset(model, dataset, categories, steps=20, td=2.0, min_pixels=MIN_PIXELS_MASK, batch_size=50,
-                  device="cpu", progress=True, shown=None, eta=0.0):
+                  device="cpu", progress=True, shown=None, eta=0.0, agnostic=False):
     """PQ of the model's samples on a data set of (image, mask) at the model's sizes, scored at mask
     resolution: the dict of metrics.PanopticQuality.compute().
     shown: a list to receive (image, gt, pred) numpy triples of the first 4 images (for a figure);
-    eta: the sampler's (Pix2SeqD.infer)."""
+    eta: the sampler's (Pix2SeqD.infer); agnostic: class-agnostic PQ (every segment of prediction
+    and ground truth one category; forced by a class-agnostic model, LDMSeg)."""
     model.eval()
-    pq = PanopticQuality(categories)
+    agnostic = agnostic or getattr(model.cfg, "class_agnostic", False)
+    pq = PanopticQuality(AGNOSTIC if agnostic else categories)
     n = len(dataset)
     for start in tqdm(range(0, n, batch_size), desc="eval", disable=not progress, leave=False):
         images, masks = zip(*(dataset[i] for i in range(start, min(n, start + batch_size))))
         pred = model.infer(torch.stack(images).to(device), steps=steps, td=td, min_pixels=min_pixels, eta=eta).cpu()
         for x, p, g in zip(images, pred, masks):
+            p, g = (class_agnostic(p), class_agnostic(g)) if agnostic else (p, g)
             pq.update(p, g)
             if shown is not None and len(shown) < 4:
                 shown.append((x.numpy(), g.numpy(), p.numpy()))
@@ -129,28 +133,37 @@ def vote_at_image_size(full, n_classes, min_pixels):
 def val_data(cfg, categories, data, n, root, data_root=None, ckpt="the checkpoint"):
     """(dataset of (image, mask) at the model's sizes, gt JSON, gt PNG folder, [(image_id, PNG name)],
     paste(mask int[m, m, 2], index) -> the mask at the gt PNG's size) of the first n val images of
-    data "shapes" (written as COCO panoptic files under root/gt) or "coco" (from data_root)."""
+    data "shapes" (written as COCO panoptic files under root/gt) or "coco" (from data_root). A
+    class-agnostic model (cfg.class_agnostic) gets gt files whose segments are all one category."""
     r = cfg.image_size // cfg.mask_size
+    agnostic = getattr(cfg, "class_agnostic", False)
     if data == "shapes":
-        if categories != ShapesDataset.categories:
+        if categories != ShapesDataset.categories and not agnostic:
             raise ValueError(f"{ckpt} was not trained on the built-in shapes (its classes differ); "
                              f"use --data coco --data-root DIR")
         ds = ShapesDataset("val", size=n, image_size=cfg.image_size, mask_size=cfg.mask_size, permute=False)
-        gt_json = write_coco_panoptic((ds[i] for i in range(n)), os.path.join(root, "gt"), "val", categories, "png")
+        gt = ((x, class_agnostic(m)) if agnostic else (x, m) for x, m in (ds[i] for i in range(n)))
+        gt_json = write_coco_panoptic(gt, os.path.join(root, "gt"), "val", categories, "png")
         items = [(i + 1, f"{i + 1:012d}.png") for i in range(n)]  # write_coco_panoptic's numbering
         return ds, gt_json, os.path.join(root, "gt", "annotations", "panoptic_val2017"), items, \
             lambda mask, i: mask.repeat(r, 0).repeat(r, 1)
     if data_root is None:
         raise ValueError("--data coco needs --data-root DIR, the folder with annotations/ and val2017/")
     ds = CocoPanoptic(data_root, "val", cfg.image_size, cfg.mask_size, permute=False, pad_value=cfg.pad_value)
-    if [(v["name"], v["isthing"]) for v in ds.categories.values()] != \
+    if not agnostic and [(v["name"], v["isthing"]) for v in ds.categories.values()] != \
             [(v["name"], v["isthing"]) for v in categories.values()]:
         raise ValueError(f"{ckpt} was trained with other classes than {ds.json_path}'s categories; give the "
                          f"--ckpt of a model trained on this data (train.py --dataset coco --data-root DIR)")
-    categories.update(ds.categories)  # with the JSON's category ids
+    if not agnostic:
+        categories.update(ds.categories)  # with the JSON's category ids
     records = ds.records[:n]
     with open(ds.json_path) as f:
         gt = json.load(f)
+    if agnostic:  # as LDMSeg's evaluation: every gt segment category 1 (crowd flags kept)
+        gt["categories"] = [{"id": 1, **AGNOSTIC[1]}]
+        for a in gt["annotations"]:
+            for s in a["segments_info"]:
+                s["category_id"] = 1
     wanted = {rec["image_id"] for rec in records}
     gt["images"] = [im for im in gt["images"] if im["id"] in wanted]
     gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in wanted]

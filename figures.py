@@ -44,11 +44,14 @@ def aspect(h, w):
     return min(4.0, max(0.25, h / w))
 
 
-def colours(mask, n_classes=None, shade=False):
+def colours(mask, n_classes=None, shade=False, segments=False):
     """mask: int[..., 2] -> float32[..., 3] in [0, 1]: PALETTE[class], void black, classes above
     n_classes (when given) NO_CLASS. shade: each identity a shade of its class's colour (55-100% of
-    it, fixed by the identity), so that a segment keeping its identity keeps its shade (video)."""
+    it, fixed by the identity), so that a segment keeping its identity keeps its shade (video).
+    segments: a colour per identity instead (a class-agnostic mask, whose one class says nothing)."""
     cls = np.minimum(mask[..., 0], len(PALETTE) - 1)
+    if segments:
+        cls = np.where(mask[..., 0] > 0, 1 + (mask[..., 1] - 1) % (len(PALETTE) - 1), 0)
     rgb = PALETTE[np.where(mask[..., 1] > 0, cls, 0)]
     if n_classes is not None:
         rgb[mask[..., 0] > n_classes] = NO_CLASS
@@ -57,15 +60,15 @@ def colours(mask, n_classes=None, shade=False):
     return rgb
 
 
-def overlay(image, mask, tint=0.55, rows=512, shade=False):
+def overlay(image, mask, tint=0.55, rows=512, shade=False, segments=False):
     """image: uint8 or float in [0, 1], [H, W, 3]; mask: int[H, W, 2] -> uint8[H, W, 3]: segments
-    tinted with their class colour (tint = 1: the colours alone), a white line where one segment
-    meets another. Works on `rows` rows at a time, so a large image costs a few of its own copies."""
+    tinted with their class colour (tint = 1: the colours alone; segments: a colour per segment), a
+    white line where one segment meets another. Works on `rows` rows at a time, so a large image costs a few of its own copies."""
     out = np.empty(mask.shape[:2] + (3,), np.uint8)
     for r in range(0, mask.shape[0], rows):
         m = mask[r:r + rows]
         im = np.asarray(image[r:r + rows], np.float32) / (255 if image.dtype == np.uint8 else 1)
-        block = np.where(((m[..., 0] > 0) & (m[..., 1] > 0))[..., None], (1 - tint) * im + tint * colours(m, shade=shade),
+        block = np.where(((m[..., 0] > 0) & (m[..., 1] > 0))[..., None], (1 - tint) * im + tint * colours(m, shade=shade, segments=segments),
                          im)
         above = mask[max(0, r - 1):r + rows]  # with the row above, for the edges between blocks
         key = above[..., 0].astype(np.int64) * 65536 + above[..., 1]
@@ -77,13 +80,17 @@ def overlay(image, mask, tint=0.55, rows=512, shade=False):
     return out
 
 
-def legend_handles(classes, categories, void=False, no_class=False, counts=False):
+def legend_handles(classes, categories, void=False, no_class=False, counts=False, segments=False):
     """Patches for a legend: one per class in `classes` (a list, a class per segment) in its PALETTE
     colour, labelled with its name (counts: and its number of segments), then black for void and
-    NO_CLASS grey for decoded classes that are no class, where they occur."""
+    NO_CLASS grey for decoded classes that are no class, where they occur. segments (a class-agnostic
+    mask drawn a colour per segment): one entry saying so instead of the classes."""
     handles = [Patch(color=PALETTE[c], label=categories[c]["name"] + (
         f": {classes.count(c)} segment" + "s" * (classes.count(c) > 1) if counts else ""))
         for c in sorted(set(classes))]
+    if segments:
+        handles = [Patch(facecolor=PALETTE[1], edgecolor=PALETTE[2], hatch="//", label=(
+            f"{len(classes)} segments, " if counts else "") + "a colour each (class-agnostic)")]
     if void:
         handles.append(Patch(color="k", label="void (no segment)"))
     if no_class:
@@ -91,7 +98,7 @@ def legend_handles(classes, categories, void=False, no_class=False, counts=False
     return handles
 
 
-def save_figure(path, images, titles, classes, categories, void=False, known=None):
+def save_figure(path, images, titles, classes, categories, void=False, known=None, segments=False):
     """Images side by side (input, overlay, the segments in their colours, each at most ~800 pixels
     wide) with a legend beside the last: each class present (`classes`: the class of each segment)
     in its colour with its number of segments, and void. known (bool[H, W], inpainting): the last
@@ -103,7 +110,7 @@ def save_figure(path, images, titles, classes, categories, void=False, known=Non
         ax.imshow(im[::step, ::step], interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    handles = legend_handles(classes, categories, void, counts=True)
+    handles = legend_handles(classes, categories, void, counts=True, segments=segments)
     if known is not None:
         given = known[::step, ::step].astype(np.float32)
         with matplotlib.rc_context({"hatch.color": "white", "hatch.linewidth": 1.5}):
@@ -113,7 +120,7 @@ def save_figure(path, images, titles, classes, categories, void=False, known=Non
             handles += [Patch(facecolor="white", edgecolor="black", hatch="///", label="hatched: sampled"),
                         Patch(facecolor="none", edgecolor="yellow", lw=1.5, label="inside yellow: given (--known)")]
     axes[-1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False,
-                    title="class: segments")
+                    title=None if segments else "class: segments")
     fig.savefig(path, dpi=100, bbox_inches="tight")
     return fig
 
@@ -183,13 +190,13 @@ def noise_panels(mask, cfg, seed):
     return rows, decoded
 
 
-def mask_legend(masks, categories, n_classes):
+def mask_legend(masks, categories, n_classes, segments=False):
     """legend_handles for what colours() draws of these masks (int[..., 2]) with n_classes."""
     cls = np.concatenate([m[..., 0][m[..., 1] > 0].ravel() for m in masks])
     void = any(((m[..., 0] == 0) | (m[..., 1] == 0)).any() for m in masks)
     present = np.unique(cls).tolist()
     return legend_handles([c for c in present if 0 < c <= n_classes], categories, void,
-                          any(c > n_classes for c in present))
+                          any(c > n_classes for c in present), segments=segments)
 
 
 def save_run_figure(path, log_rows, samples, title, categories, row_labels=None):

@@ -7,7 +7,7 @@ import cli
 from cli import Parser
 from diffusion import PRESETS
 from evaluate import MIN_PIXELS_MASK
-from recipe import COCO_CPU_DEFAULTS, COCO_DEFAULTS, SHAPES_DEFAULTS, VIDEO_DEFAULTS
+from recipe import COCO_CPU_DEFAULTS, COCO_DEFAULTS, LDMSEG_DEFAULTS, SHAPES_DEFAULTS, VIDEO_DEFAULTS
 
 
 def parser():
@@ -29,10 +29,20 @@ def parser():
     g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (COCO default: up to 8)")
 
     g = ap.add_argument_group("model")
+    g.add_argument("--model", default="pix2seq-d", choices=["pix2seq-d", "ldmseg"],
+                   help="pix2seq-d: analog bits diffused in pixel space; ldmseg: LDMSeg, a mask autoencoder "
+                        "(stage 1, --ae-steps) then latent diffusion (stage 2, --train-steps), class-agnostic "
+                        "(LDMSEG_DEFAULTS)")
     g.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
                    help="the model: tiny (CPU-sized) or paper (COCO default)")
     g.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
-                   help="diffusion.Config fields over the preset's (e.g. enc_layers=2 dec_mults=1,2,4)")
+                   help="diffusion.Config (ldmseg: ldmseg.LDMSegConfig) fields over the preset's (e.g. enc_layers=2 "
+                        "dec_mults=1,2,4)")
+    g.add_argument("--ae-steps", type=int, default=None, help="ldmseg: steps of stage 1, the mask autoencoder")
+    g.add_argument("--ae-lr", type=float, default=None, help="ldmseg: stage 1's peak learning rate (--lr: stage 2's)")
+    g.add_argument("--pretrained", default=None, metavar="SD",
+                   help="ldmseg --preset paper: Stable Diffusion 1.4's weights for the image VAE and the UNet, a "
+                        "Hugging Face name or a local folder (default: CompVis/stable-diffusion-v1-4)")
     g.add_argument("--scale", type=float, default=None, help="input scaling b of the analog bits (default: the "
                    "preset's, the paper's 0.1)")
     g.add_argument("--loss", choices=["ce", "l2"], default=None,
@@ -130,6 +140,12 @@ def get_args(argv=None):
     if args.dataset == "shapes-video":
         ap.set_defaults(**VIDEO_DEFAULTS)
         args = ap.parse_args(argv)
+    if args.model == "ldmseg":
+        check_ldmseg(ap, args, argv)
+    else:
+        given = [f for f in LDMSEG_ONLY if getattr(args, f) is not None]
+        if given:
+            ap.error(f"--{given[0].replace('_', '-')} is LDMSeg's: give --model ldmseg")
     cli.at_least(ap, args, 1, "train_steps", "batch_size", "steps", "eval_images", "ckpt_every", "stop_at",
                  "image_size", "mask_size", "log_every", "accum")
     cli.at_least(ap, args, 0, "workers", "warmup", "color_jitter", "weight_decay", "td", "grad_clip", "p",
@@ -148,7 +164,8 @@ def get_args(argv=None):
         check_unconditional(ap, args, argv)
     cli.check_device(ap, args.device, args.kernels)
     cli.check_amp(ap, args)
-    args.name = args.name or f"{args.dataset}-{args.preset}" + ("-uncond" if args.unconditional else "")
+    args.name = args.name or f"{args.dataset}-{'ldmseg-' if args.model == 'ldmseg' else ''}{args.preset}" + \
+        ("-uncond" if args.unconditional else "")
     if args.resume and args.overwrite:
         ap.error("--resume continues the run in the folder, --overwrite replaces it: give one")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # (for the command that continues the run)
@@ -166,3 +183,28 @@ def check_unconditional(ap, args, argv):
     if any(a == "--color-jitter" or a.startswith("--color-jitter=") for a in (sys.argv[1:] if argv is None else argv)):
         print("note: --unconditional reads no image: --color-jitter changes nothing (flips and scale jitter "
               "still apply to the masks)")
+
+
+LDMSEG_ONLY = ("ae_steps", "ae_lr", "pretrained")
+PIX2SEQ_ONLY = ("unconditional", "init", "init_encoder", "init_decoder", "scale", "loss", "p", "accum",
+                "checkpoint_activations", "compile", "kernels")
+
+
+def check_ldmseg(ap, args, argv):
+    """--model ldmseg: LDMSEG_DEFAULTS for the flags not given (on shapes), and Pix2Seq-D's own flags refused."""
+    given = [f for f in PIX2SEQ_ONLY if getattr(args, f) != ap.get_default(f)]
+    if given:
+        ap.error(f"--{given[0].replace('_', '-')} is Pix2Seq-D's; LDMSeg (--model ldmseg) has no such setting")
+    if args.dataset == "shapes-video":
+        ap.error("--model ldmseg segments images: give --dataset shapes or coco")
+    defaults = dict(LDMSEG_DEFAULTS)
+    if args.dataset == "coco" and args.device != "cpu":  # the release's recipe at 512 px
+        defaults.update(preset="paper", image_size=512, mask_size=512, ae_steps=90_000, ae_lr=1e-4, train_steps=200_000,
+                        batch_size=256, lr=1e-4, warmup=200, ema=0.0, eval_images=5000, ckpt_every=1000)
+    elif args.dataset == "coco":  # a CPU-sized run, as Pix2Seq-D's (COCO_CPU_DEFAULTS)
+        defaults.update(image_size=128, mask_size=64, ae_steps=100, train_steps=200, eval_images=100)
+    ap.set_defaults(**defaults)
+    argv_args = ap.parse_args(argv)
+    for k in vars(argv_args):
+        setattr(args, k, getattr(argv_args, k))
+    cli.at_least(ap, args, 0, "ae_steps")

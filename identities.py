@@ -7,6 +7,7 @@ majority_vote()       post-processing of the official code: every identity takes
                       its pixels carry; small segments become void
 match_identities()    inpainting: the renaming of known identities that agrees best with a prediction
 rename()              apply a renaming
+class_agnostic()      every segment one category, as class-agnostic PQ scores (LDMSeg's)
 
 Masks are long[..., h, w, 2]: channel 0 the class (0 void), channel 1 the identity (0 void).
 """
@@ -87,3 +88,10 @@ def rename(mask, pi):
     """mask: long[B, h, w, 2] with its identities replaced by pi[b, identity] (pi: long[B, K])."""
     ids = pi.gather(1, mask[..., 1].flatten(1)).view(mask.shape[:-1])
     return torch.stack([mask[..., 0], ids], -1)
+
+
+def class_agnostic(mask):
+    """long[..., 2] -> long[..., 2]: each segment (class, identity pair, neither 0, both < 256)
+    becomes (1, class * 256 + identity), a distinct identity; void stays (0, 0)."""
+    seg = (mask[..., 0] > 0) & (mask[..., 1] > 0)
+    return torch.stack([seg.long(), torch.where(seg, mask[..., 0] * 256 + mask[..., 1], 0)], -1)

@@ -1,10 +1,13 @@
 """The training recipe (Sec. 4.1, App. B): AdamW with a linear warm-up and a linear decay of the
-learning rate, an EMA of the weights for evaluation, and the settings of each kind of run that
-train.py takes as defaults where a flag is not given.
+learning rate, an EMA of the weights for evaluation, the settings of each kind of run that
+train.py takes as defaults where a flag is not given, and its data sets.
 """
 import os
 
 import torch
+
+from coco import CocoPanoptic, DataError
+from data import ShapesDataset, ShapesVideoDataset
 
 # --dataset shapes (train.py's own defaults): the default run, budgeted in steps. At equal FLOPs smaller
 # batches learn more on the shapes (batch 4 > 8 > 16 > 32), but on a CPU a batch of 4 leaves the cores
@@ -28,6 +31,11 @@ COCO_CPU_DEFAULTS = dict(COCO_DEFAULTS, preset="tiny", image_size=128, mask_size
 # --dataset shapes-video: fine-tune (--init) on 3-frame windows. The paper's video runs use a constant
 # lr of 1e-5..3e-5 and EMA 0.99 (official configs); for a few CPU minutes on the tiny model these are ours
 # (batch 8 x 1200 steps beat 32 x 300, the same examples, by 7 J&F points: docs/results.md).
+# --model ldmseg on the shapes: stage 1 (the mask autoencoder) for ae_steps, stage 2 (latent diffusion) for
+# train_steps, together about as long as the default run; evaluated as the default run is, with 50 DDPM steps
+# (eta 1; the release's DDIM is eta 0): docs/results.md, "LDMSeg beside Pix2Seq-D".
+LDMSEG_DEFAULTS = dict(ae_steps=1500, ae_lr=3e-3, train_steps=2000, batch_size=16, lr=2e-3, warmup=100, ema=0.99,
+                       steps=50, eta=1.0, eval_images=200)
 VIDEO_DEFAULTS = dict(train_steps=1200, batch_size=8, lr=3e-4, warmup=0, ema=0.98, steps=20, eta=0.0)
 
 
@@ -53,3 +61,26 @@ def ema_update(ema, model, decay):
         e.lerp_(p, 1 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.lerp_(b, 1 - decay) if e.is_floating_point() else e.copy_(b)
+
+
+def make_datasets(args, cfg, max_identities=255):
+    """train.py's (train_set, val_set, categories) of --dataset; items (image float[3, S, S] in [0, 1],
+    mask long[S/r, S/r, 2]) at cfg's sizes; val items unpermuted, the first --eval-images of the
+    split; COCO images keep their max_identities largest segments."""
+    if args.dataset == "coco":
+        train_set = CocoPanoptic(args.data_root, "train", cfg.image_size, cfg.mask_size, jitter=tuple(args.jitter),
+                                 flip=not args.no_flip, color=args.color_jitter, pad_value=cfg.pad_value,
+                                 max_identities=max_identities)
+        val_set = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False,
+                               pad_value=cfg.pad_value, max_identities=max_identities)
+        if val_set.categories != train_set.categories:
+            raise DataError(f"{val_set.json_path}: its categories differ from those of {train_set.json_path}")
+        val_set = torch.utils.data.Subset(val_set, range(min(args.eval_images, len(val_set))))
+        return train_set, val_set, train_set.categories
+    if args.dataset == "shapes-video":  # train on windows (t-2, t-1, t); evaluation makes its own clips
+        return ShapesVideoDataset("train", seed=args.seed, image_size=cfg.image_size, mask_size=cfg.mask_size,
+                                  n_past=cfg.n_past), None, ShapesVideoDataset.categories
+    train_set = ShapesDataset("train", seed=args.seed, image_size=cfg.image_size, mask_size=cfg.mask_size)
+    val_set = ShapesDataset("val", size=args.eval_images, seed=args.seed, image_size=cfg.image_size,
+                            mask_size=cfg.mask_size, permute=False)
+    return train_set, val_set, ShapesDataset.categories

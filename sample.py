@@ -46,6 +46,7 @@ from coco import read_panoptic_png, write_instances_json, write_mask_png, write_
 from evaluate import SWEEP_COLUMNS, coco_sweep, draw_masks, sweep_settings, sweep_table, vote_at_image_size
 from figures import mask_legend, noise_panels, overlay, save_figure, save_mask_grid, save_panels, save_sweep_plot
 from images import paste_back, read_image, size_note, to_grid, to_model_input
+from ldmseg import ddim_timesteps
 from schedule import time_pairs
 
 
@@ -135,30 +136,38 @@ def segment(model, path, categories, args, stem):
                          "height": size[0], "width": size[1]}, full, categories, decoded[..., 0])
     stages.update()
     image = np.asarray(im)
-    shown = overlay(image, full)
+    agnostic = getattr(cfg, "class_agnostic", False)  # LDMSeg: one class, a colour per segment
+    shown = overlay(image, full, segments=agnostic)
     Image.fromarray(shown).save(out_path + "_overlay.png")
     classes = [class_of(categories)[s["category_id"]] for s in segments]
-    title = ("inpainted" if args.inpaint else "prediction") + f": {cli.plural(args.steps, 'step')}, td={args.td:g}"
-    save_figure(out_path + "_figure.png", (image, shown, overlay(np.zeros_like(image), full, tint=1)),
-                (os.path.basename(path), title, "segments: colour = class, white lines between segments"), classes,
-                categories, void=bool(((full[..., 0] == 0) | (full[..., 1] == 0)).any()),
-                known=known if args.inpaint else None)
+    title = ("inpainted" if args.inpaint else "prediction") + f": {cli.plural(args.steps, 'step')}" + \
+        ("" if agnostic else f", td={args.td:g}")
+    save_figure(out_path + "_figure.png", (image, shown, overlay(np.zeros_like(image), full, tint=1, segments=agnostic)),
+                (os.path.basename(path), title, f"segments: colour = {'segment' if agnostic else 'class'}, white "
+                 f"lines between segments"), classes, categories,
+                void=bool(((full[..., 0] == 0) | (full[..., 1] == 0)).any()), known=known if args.inpaint else None,
+                segments=agnostic)
     stages.close()
     written = ["_panoptic.png", "_panoptic.json", "_instances.json", "_overlay.png", "_figure.png"]
     crop = (slice(0, -(-valid[0] * m // S)), slice(0, -(-valid[1] * m // S)))  # the image's part of the grid
     if args.trajectory:
-        times = [t for t, _ in time_pairs(args.steps, args.td)]
+        times = [t / cfg.T for t in ddim_timesteps(args.steps, cfg.T)] if agnostic else \
+            [t for t, _ in time_pairs(args.steps, args.td)]
         steps_shown = [s for s in range(1, args.steps + 1) if args.steps <= 6 or s & (s - 1) == 0 or s == args.steps]
         small = x[:, :valid[0], :valid[1]].numpy().transpose(1, 2, 0)
         shown_masks = [path_masks[s - 1][0].cpu().numpy()[crop] for s in steps_shown]
-        panels = [(small, "input")] + [(overlay(np.zeros(p.shape[:2] + (3,), np.uint8), p, tint=1),
+        panels = [(small, "input")] + [(overlay(np.zeros(p.shape[:2] + (3,), np.uint8), p, tint=1, segments=agnostic),
                                         f"step {s}, t={times[s - 1]:.2f}") for s, p in zip(steps_shown, shown_masks)]
-        save_panels(out_path + "_trajectory.png", [panels],
-                    f"the predicted mask m_0 after each step of {args.steps}, td={args.td:g}, before the majority "
-                    f"vote (Fig. 11); white lines between segments",
-                    mask_legend(shown_masks, categories, cfg.n_classes))
+        what = (f"g(z_0), the mask decoded from the estimate of z_0 after each DDIM step of {args.steps}" if agnostic
+                else f"the predicted mask m_0 after each step of {args.steps}, td={args.td:g}, before the majority "
+                     f"vote (Fig. 11)")
+        save_panels(out_path + "_trajectory.png", [panels], what + "; white lines between segments",
+                    mask_legend(shown_masks, categories, cfg.n_classes, segments=agnostic))
         written.append("_trajectory.png")
-    if args.noise_figure:
+    if args.noise_figure and agnostic:
+        tqdm.write("note: --noise-figure draws Pix2Seq-D's analog bits noised (Fig. 3); an LDMSeg model diffuses "
+                   "latents instead: skipped", sys.stderr)
+    elif args.noise_figure:
         rows, decoded = noise_panels(mask[0].cpu().numpy()[crop], cfg, args.seed)
         save_panels(out_path + "_noise.png", rows,
                     "the mask's analog bits noised to time t, m_t = sqrt(gamma(t)) m_0 + sqrt(1 - gamma(t)) eps, read "
@@ -187,8 +196,10 @@ def get_args(argv=None):
     ap.add_argument("images", nargs="*", metavar="IMG", help="image files (any size or mode)")
     ap.add_argument("--ckpt", default=None, help="a checkpoint of train.py (default: the shipped "
                     "checkpoints/shapes-tiny.pt, trained on the built-in synthetic shapes only)")
-    ap.add_argument("--steps", type=int, default=20, help="sampling steps (Alg. 2) (%(default)s)")
-    ap.add_argument("--td", type=float, default=2.0, help="time difference td of Alg. 2's time steps (%(default)s)")
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps (Pix2Seq-D's Alg. 2: 20; an LDMSeg "
+                    "checkpoint: 50 DDIM steps, its release's)")
+    ap.add_argument("--td", type=float, default=2.0, help="time difference td of Alg. 2's time steps (%(default)s; "
+                    "Pix2Seq-D only)")
     ap.add_argument("--eta", type=float, default=0.0,
                     help="the sampler: 0 Alg. 2's DDIM, 1 DDPM's ancestral steps, or between (%(default)s)")
     ap.add_argument("--min-pixels", type=int, default=16, help="segments with fewer pixels at the image's own size "
@@ -240,12 +251,18 @@ def get_args(argv=None):
 def evaluate(model, categories, args):
     """--evaluate: evaluate.coco_sweep over the sweeps of the flags, printed as a table."""
     root = os.path.join(args.out, "eval")
-    settings = sweep_settings(args.sweep_steps, args.sweep_td, args.steps, args.td, args.inpaint_drop)
+    agnostic = getattr(model.cfg, "class_agnostic", False)  # LDMSeg: no td to sweep; class-agnostic PQ
+    settings = sweep_settings(args.sweep_steps, [] if agnostic else args.sweep_td, args.steps, args.td,
+                              args.inpaint_drop)
     results = coco_sweep(model, categories, root, settings, args.data, args.n, args.data_root, args.block,
                          args.min_pixels, args.seed, args.batch_size, args.device, args.ckpt, args.eta)
     print(f"PQ of {args.ckpt} on {args.n} {args.data} val images (COCO panoptic files in {root}/), in %:")
     print(sweep_table(results))
     print(textwrap.fill(SWEEP_COLUMNS, 100))
+    if agnostic:
+        print(textwrap.fill("an LDMSeg model: class-agnostic PQ (every segment of prediction and ground truth one "
+                            "'thing' category, as its authors score it, so PQ_st is 0); DDIM on its latents, the "
+                            "release's times; td does not apply", 100))
     sampler = "DDIM (--eta 0), the paper's Alg. 2" if args.eta == 0 else f"--eta {args.eta:g} (1: DDPM's ancestral steps)"
     print(textwrap.fill(f"sampler: {sampler}, scored as COCO's evaluator scores (at each image's own size). "
                         f"train.py's default run prints PQ after 50 DDPM steps (--eta 1 --steps 50) scored at the "
@@ -285,6 +302,7 @@ def main(argv=None):
     try:
         model, ckpt = checkpoint.load_model(args.ckpt, args.device)
         categories = checkpoint.categories(ckpt, args.ckpt, model.cfg)
+        args.steps = args.steps or (50 if getattr(model.cfg, "class_agnostic", False) else 20)
         if model.cfg.n_past:
             print(f"note: {args.ckpt} is a video model; sample.py gives it no past masks (zeros, as on a clip's "
                   f"first frame). `python video.py` feeds each frame the masks predicted for the frames before it.",

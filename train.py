@@ -35,13 +35,13 @@ from tqdm import tqdm
 
 import checkpoint
 import cli
+import ldmseg_fit
 from batching import Draws, StepBatches, noise_at
-from coco import CocoPanoptic, DataError
-from data import ShapesDataset, ShapesVideoDataset
+from coco import DataError
 from diffusion import PRESETS, Pix2SeqD
 from evaluate import draw_masks, pq_on_dataset, pq_row, pq_text, video_clips
 from flags import get_args
-from recipe import ema_update, lr_at, optimizer
+from recipe import ema_update, lr_at, make_datasets, optimizer
 from runlog import RunLog, Stop, Stopped, claim
 from stream import video_inputs
 
@@ -70,27 +70,6 @@ def fit_config(cfg, categories, max_identities=None):
         n_class_bits = n_identity_bits = max(n_class_bits, n_identity_bits)
     return dataclasses.replace(cfg, n_classes=max(categories), n_class_bits=n_class_bits,
                                n_identity_bits=n_identity_bits)
-
-
-def make_datasets(args, cfg):
-    """(train_set, val_set, categories) of --dataset; items (image float[3, S, S] in [0, 1], mask
-    long[S/r, S/r, 2]) at cfg's sizes; val items unpermuted, the first --eval-images of the split."""
-    if args.dataset == "coco":
-        train_set = CocoPanoptic(args.data_root, "train", cfg.image_size, cfg.mask_size, jitter=tuple(args.jitter),
-                                 flip=not args.no_flip, color=args.color_jitter, pad_value=cfg.pad_value)
-        val_set = CocoPanoptic(args.data_root, "val", cfg.image_size, cfg.mask_size, permute=False,
-                               pad_value=cfg.pad_value)
-        if val_set.categories != train_set.categories:
-            raise DataError(f"{val_set.json_path}: its categories differ from those of {train_set.json_path}")
-        val_set = torch.utils.data.Subset(val_set, range(min(args.eval_images, len(val_set))))
-        return train_set, val_set, train_set.categories
-    if args.dataset == "shapes-video":  # train on windows (t-2, t-1, t); evaluation makes its own clips
-        return ShapesVideoDataset("train", seed=args.seed, image_size=cfg.image_size, mask_size=cfg.mask_size,
-                                  n_past=cfg.n_past), None, ShapesVideoDataset.categories
-    train_set = ShapesDataset("train", seed=args.seed, image_size=cfg.image_size, mask_size=cfg.mask_size)
-    val_set = ShapesDataset("val", size=args.eval_images, seed=args.seed, image_size=cfg.image_size,
-                            mask_size=cfg.mask_size, permute=False)
-    return train_set, val_set, ShapesDataset.categories
 
 
 class TrainLoss(torch.nn.Module):
@@ -136,6 +115,8 @@ def main(argv=None):
     rank, world = setup_distributed(args)
     try:
         with Stop() as signals:
+            if args.model == "ldmseg":
+                return ldmseg_fit.run(args, signals)
             return train(args, signals, rank, world)
     except DataError as e:  # from a DataLoader worker the message is the wrapped traceback: keep its last line
         fail(str(e).strip().splitlines()[-1].split("DataError: ", 1)[-1])
@@ -161,7 +142,7 @@ def init_config(args, cfg):
     """--init: the checkpoint's config, with this data set's past masks and, if given, image and
     mask sizes; returns (config, the checkpoint's model)."""
     try:
-        init_model = checkpoint.load_model(args.init, args.device)[0]
+        init_model = checkpoint.load_model(args.init, args.device, "pix2seq-d")[0]
     except (FileNotFoundError, ValueError) as e:
         fail(f"--init: {e}")
     for k in ("scale", "loss", "p"):

@@ -17,7 +17,6 @@ import sys
 
 import numpy as np
 import torch
-from PIL import Image
 
 import checkpoint
 import cli
@@ -78,7 +77,7 @@ def segment_video(args):
 
 def load_video_model(path, device):
     """load_model, with a note on stderr when the checkpoint is an image model (no past masks)."""
-    model, ckpt = load_model(path, device)
+    model, ckpt = load_model(path, device, "pix2seq-d")
     if not model.cfg.n_past:
         print(f"video.py: note: {path} is an image model (no past-mask input): every frame is segmented on "
               f"its own and identities are not tracked; for tracking give a video checkpoint "
@@ -98,7 +97,8 @@ def evaluation_table(args):
     runs = [(kind, model, r, True) for r in sorted({args.steps_rest, *args.sweep})]
     runs.append((f"{kind}, past masks off (per frame)", model, None, False))
     if args.baseline_ckpt:
-        runs.append(("image model, per frame", load_model(args.baseline_ckpt, args.device)[0], None, False))
+        baseline = load_model(args.baseline_ckpt, args.device, "pix2seq-d")[0]
+        runs.append(("image model, per frame", baseline, None, False))
     print("| model | steps first/rest | decoder passes per clip | J&F | J mean | F mean | J recall | identity "
           "consistency | PQ (frames) |\n|---|---|---|---|---|---|---|---|---|")
     for name, m, rest, feedback in runs:
