@@ -10,8 +10,9 @@ For each checkpoint (several of one model: seeds, each scored alone): parameters
 time (its log, when the checkpoint is a run's); sampling FLOPs and seconds per image; class-agnostic
 PQ (every segment one category: LDMSeg's metric), PQ with classes (Pix2Seq-D); LDMSeg's
 autoencoder alone (the ceiling of its latent route); PQ against sampling steps (LDMSeg Fig. 7); and
-inpainting with 10/50/90% of the 4x4 blocks of the ground truth unknown (LDMSeg Fig. 9). Each
-model samples with DDIM (eta 0), the two papers' sampler. Writes --out/compare.json.
+inpainting with 10/50/90% of the 4x4 blocks of the ground truth unknown (LDMSeg Fig. 9). Both
+models sample as train.py evaluates them, 50 of DDPM's ancestral steps (--steps, --eta; the
+papers' DDIM is --eta 0). Writes --out/compare.json.
 """
 import json
 import os
@@ -61,14 +62,14 @@ def training_flops(model, ckpt):
 
 
 @torch.no_grad()
-def inpaint_pq(model, dataset, steps, drop, block=4, seed=0, batch_size=50):
+def inpaint_pq(model, dataset, steps, drop, eta, block=4, seed=0, batch_size=50):
     """Class-agnostic PQ of completing the ground truth with `drop` of its block x block cells unknown."""
     pq, blocks = PanopticQuality(AGNOSTIC), torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     for start in range(0, len(dataset), batch_size):
         images, masks = map(torch.stack, zip(*(dataset[i] for i in range(start, min(len(dataset), start + batch_size)))))
         region = drop_blocks(len(images), masks.shape[1], block, drop, blocks)
-        pred = model.infer(images, steps, known=masks, known_region=region)
+        pred = model.infer(images, steps, known=masks, known_region=region, eta=eta)
         for p, g in zip(pred, masks):
             pq.update(class_agnostic(p), class_agnostic(g))
     return pq.compute()["All"]["pq"]
@@ -89,28 +90,29 @@ def score(path, args):
     latent = getattr(model.cfg, "class_agnostic", False)
     val = ShapesDataset("val", size=args.n, image_size=model.cfg.image_size, mask_size=model.cfg.mask_size,
                         permute=False)
-    steps = 50 if latent else 20  # each paper's sampling steps
+    steps = args.steps
     row = {"ckpt": path, "model": "LDMSeg" if latent else "Pix2Seq-D", "steps": steps,
            "params": sum(p.numel() for p in model.parameters()),
            "train_flops": training_flops(model, ckpt), "train_time": log_time(path)}
     images = torch.stack([val[i][0] for i in range(min(8, args.n))])
-    row["sample_flops"] = count_flops(lambda: model.infer(images, steps)) / len(images)
+    row["sample_flops"] = count_flops(lambda: model.infer(images, steps, eta=args.eta)) / len(images)
     t0 = time.perf_counter()
-    model.infer(images, steps)
+    model.infer(images, steps, eta=args.eta)
     row["sample_seconds"] = (time.perf_counter() - t0) / len(images)
     sweep = {}
     for s in tqdm(sorted(set(args.sweep_steps) | {steps}), desc=f"{row['model']}: PQ at steps", leave=False):
         torch.manual_seed(args.seed)
-        res = pq_on_dataset(model, val, AGNOSTIC, s, td=2.0, progress=False, agnostic=True)
+        res = pq_on_dataset(model, val, AGNOSTIC, s, td=2.0, progress=False, agnostic=True, eta=args.eta)
         sweep[s] = res["All"]["pq"]
     row["pq_agnostic"], row["pq_by_steps"] = sweep[steps], sweep
     if not latent:
         torch.manual_seed(args.seed)
-        row["pq_classes"] = pq_row(pq_on_dataset(model, val, ShapesDataset.categories, steps, progress=False))["pq"]
+        row["pq_classes"] = pq_row(pq_on_dataset(model, val, ShapesDataset.categories, steps, progress=False,
+                                                 eta=args.eta))["pq"]
     else:
         from ldmseg_fit import ae_pq
         row["ae_pq"] = ae_pq(model, val)["All"]["pq"]
-    row["inpaint"] = {d: inpaint_pq(model, val, steps, d, seed=args.seed) for d in args.inpaint_drop}
+    row["inpaint"] = {d: inpaint_pq(model, val, steps, d, args.eta, seed=args.seed) for d in args.inpaint_drop}
     return row
 
 
@@ -141,10 +143,13 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=200, help="held-out shapes scored (%(default)s)")
     ap.add_argument("--sweep-steps", type=number_list(int), default="1,2,5,10,20,50", help="(%(default)s)")
     ap.add_argument("--inpaint-drop", type=number_list(float), default="0.1,0.5,0.9", help="(%(default)s)")
+    ap.add_argument("--steps", type=int, default=50, help="sampling steps of every column but the sweep's (%(default)s)")
+    ap.add_argument("--eta", type=float, default=1.0, help="the sampler: 1 DDPM's ancestral steps, 0 DDIM (%(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the samplers' noise (%(default)s)")
     ap.add_argument("--out", default="out/compare", help="writes OUT/compare.json (%(default)s)")
     args = ap.parse_args(argv)
-    cli.at_least(ap, args, 1, "n", "sweep_steps")
+    cli.at_least(ap, args, 1, "n", "sweep_steps", "steps")
+    cli.check_eta(ap, args.eta)
     if not all(0 < d < 1 for d in args.inpaint_drop):
         ap.error("--inpaint-drop: fractions must lie in (0, 1)")
     rows = []
@@ -158,8 +163,8 @@ def main(argv=None):
     cli.make_dir("compare.py", args.out)
     with open(os.path.join(args.out, "compare.json"), "w") as f:
         json.dump({"n": args.n, "seed": args.seed, "rows": rows}, f, indent=1, default=str)
-    print(f"{args.n} held-out shapes; PQ in %, DDIM with each paper's steps unless a column says; inpainting: "
-          f"class-agnostic PQ with that share of the ground truth's 4x4 blocks unknown")
+    print(f"{args.n} held-out shapes; PQ in %, {args.steps} steps at eta {args.eta:g} unless a column says; "
+          f"inpainting: class-agnostic PQ with that share of the ground truth's 4x4 blocks unknown")
     print(table(rows))
     return rows
 

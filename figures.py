@@ -199,12 +199,13 @@ def mask_legend(masks, categories, n_classes, segments=False):
                           any(c > n_classes for c in present), segments=segments)
 
 
-def save_run_figure(path, log_rows, samples, title, categories, row_labels=None):
+def save_run_figure(path, log_rows, samples, title, categories, row_labels=None, segments=False):
     """A training run at a glance: the loss curve (log_rows: dicts with "step" and "loss"; a marker per
     point when there are few) beside rows of input | ground truth | sample for a few held-out images
     (samples: (image float[3, S, S], gt int[m, m, 2], pred int[m, m, 2]), S a multiple of m; none for
     a curve alone; row_labels: a label per row, e.g. video frames). The masks are drawn in their
-    colours alone (the input is beside them), so the legend of their classes is what is drawn."""
+    colours alone (the input is beside them), so the legend of their classes is what is drawn
+    (segments: class-agnostic masks, a colour per segment)."""
     n = max(1, len(samples))
     fig = Figure(figsize=(4 + 1.8 * 3 * bool(samples), max(2.6, 1.8 * n) + 0.5 * bool(samples)),
                  layout="constrained")
@@ -219,8 +220,9 @@ def save_run_figure(path, log_rows, samples, title, categories, row_labels=None)
         r = image.shape[0] // gt.shape[0]  # mask pixel -> r x r image pixels (nearest)
         gt, pred = (m.repeat(r, 0).repeat(r, 1) for m in (gt, pred))
         black = np.zeros_like(image)  # void: black, as the legend says
-        for j, (im, caption) in enumerate([(image, "input"), (overlay(black, gt, tint=1), "ground truth"),
-                                           (overlay(black, pred, tint=1), "sample")]):
+        for j, (im, caption) in enumerate([(image, "input"), (overlay(black, gt, tint=1, segments=segments),
+                                                              "ground truth"),
+                                           (overlay(black, pred, tint=1, segments=segments), "sample")]):
             a = fig.add_subplot(grid[k, 1 + j])
             a.imshow(im, interpolation="nearest")
             a.set_title(caption, fontsize=8)
@@ -228,7 +230,7 @@ def save_run_figure(path, log_rows, samples, title, categories, row_labels=None)
             if j == 0 and row_labels:
                 a.set_ylabel(row_labels[k], fontsize=8)
     if samples:
-        handles = mask_legend([m for _, g, p in samples for m in (g, p)], categories, len(categories))
+        handles = mask_legend([m for _, g, p in samples for m in (g, p)], categories, len(categories), segments)
         fig.legend(handles=handles, loc="outside lower right", ncol=min(6, len(handles)), fontsize=8, frameon=False)
     fig.savefig(path, dpi=100)
     return fig

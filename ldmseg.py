@@ -5,7 +5,7 @@ latents first and diffuses those, conditioned on the image's latents.
 
 Sec. 3.1, stage 1   the mask autoencoder: f_t encodes the 7 analog bits of each pixel's segment
                     id (ids drawn at random from 1..127, void 0) into 4 latent channels at 1/8
-                    (tiny: 1/4) of the mask's side; g decodes them to 128 id logits. Trained with
+                    (tiny: 1/2) of the mask's side; g decodes them to 128 id logits. Trained with
                     cross-entropy (void ignored) + a per-segment BCE + Dice mask loss: ae_loss.
 Sec. 3.1, stage 2   latent diffusion: z_i, the image's latents (Stable Diffusion's VAE, frozen),
                     beside z_t, the noised mask latents, and s, the self-conditioning estimate,
@@ -19,7 +19,7 @@ Sec. 3.3, Alg. 3    mask inpainting: at each step the known part of z_t is repla
 The model is class-agnostic, as the authors' release: every segment is one category.
 Masks in and out are the project's long[B, h, w, 2] (class, identity); out, class 1 is "a segment".
 The paper preset builds Stable Diffusion 1.4's classes (diffusers' AutoencoderKL and
-UNet2DConditionModel); the tiny preset builds the same UNet class small.
+UNet2DConditionModel: stable_diffusion.py); the tiny preset builds the same UNet class small.
 """
 from dataclasses import asdict, dataclass
 
@@ -29,9 +29,9 @@ import torch.nn.functional as F
 
 from bits import int2bit
 from identities import majority_vote
+from stable_diffusion import diffusers, strip_cross_attention, unet_config, vae_config, widen_conv_in
 
 N_IDS = 127  # 7 bits name the segments 1..127; 0 is void
-SD = "CompVis/stable-diffusion-v1-4"
 
 
 @dataclass
@@ -98,16 +98,6 @@ def tiny_config(**overrides):
 
 
 PRESETS = {"tiny": tiny_config, "paper": paper_config}
-
-
-def diffusers():
-    """The diffusers package, or a one-line ImportError saying how to get it."""
-    try:
-        import diffusers
-    except ImportError:
-        raise ImportError("LDMSeg builds Stable Diffusion's UNet and VAE with diffusers, which is not installed: "
-                          "pip install diffusers") from None
-    return diffusers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,68 +197,6 @@ def ae_loss(m_logits, ids):
 
 # ---------------------------------------------------------------------------------------------
 # Stage 2: the latent diffusion model
-
-def strip_cross_attention(unet):
-    """The release's UNet: SD's with every transformer block's cross-attention (attn2, norm2)
-    removed, so its blocks self-attend and run their MLP only; no text is read."""
-    for m in unet.modules():
-        if hasattr(m, "attn2"):
-            m.attn2, m.norm2 = None, None
-    return unet
-
-
-def widen_conv_in(unet, extra):
-    """conv_in reads `extra` more channels (z_i and s beside z_t), their weights zero: the
-    pre-trained UNet's output is unchanged at the start."""
-    old = unet.conv_in
-    new = nn.Conv2d(old.in_channels + extra, old.out_channels, old.kernel_size, padding=old.padding)
-    with torch.no_grad():
-        new.weight.zero_()
-        new.weight[:, :old.in_channels] = old.weight
-        new.bias.copy_(old.bias)
-    unet.conv_in = new
-    return unet
-
-
-def unet_config(cfg):
-    """diffusers' UNet2DConditionModel arguments: SD 1.4's for the paper preset (4 channels in,
-    cross_attention_dim 768, so that its weights load), before strip_cross_attention / widen_conv_in."""
-    attn = cfg.unet_attention
-    return dict(sample_size=cfg.mask_size // 2 ** (len(cfg.ae_widths) - 1), in_channels=cfg.latent_channels,
-                out_channels=cfg.latent_channels, block_out_channels=cfg.unet_widths, layers_per_block=cfg.unet_layers,
-                down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn),
-                up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
-                attention_head_dim=cfg.unet_head_dim, norm_num_groups=cfg.unet_groups, cross_attention_dim=768)
-
-
-def vae_config(cfg):
-    """diffusers' AutoencoderKL arguments (SD 1.4's VAE for the paper preset)."""
-    n = len(cfg.vae_widths)
-    return dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=cfg.vae_widths,
-                layers_per_block=cfg.vae_layers, down_block_types=("DownEncoderBlock2D",) * n,
-                up_block_types=("UpDecoderBlock2D",) * n, norm_num_groups=32, sample_size=cfg.image_size)
-
-
-def load_stable_diffusion(model, source=None):
-    """The paper preset's start, as the release's: Stable Diffusion 1.4's VAE encoder and UNet
-    (source: a Hugging Face name, default SD, or a local folder with vae/ and unet/), the UNet's
-    cross-attention removed, conv_in's mask-latent channels SD's, z_i's and s's zero. -> a line."""
-    dm, source = diffusers(), source or SD
-    vae = dm.AutoencoderKL.from_pretrained(source, subfolder="vae", low_cpu_mem_usage=False)
-    unet = strip_cross_attention(dm.UNet2DConditionModel.from_pretrained(source, subfolder="unet",
-                                                                          low_cpu_mem_usage=False))
-    weights = unet.state_dict()
-    w = weights["conv_in.weight"]
-    weights["conv_in.weight"] = torch.cat([w, w.new_zeros(w.shape[0], model.unet.conv_in.in_channels - w.shape[1],
-                                                           *w.shape[2:])], 1)
-    try:
-        model.f_i.load_state_dict(nn.Sequential(vae.encoder, vae.quant_conv).state_dict())
-        model.unet.load_state_dict(weights)
-    except RuntimeError as e:
-        raise ValueError(f"{source}: its VAE or UNet is not the paper preset's ({str(e).splitlines()[1].strip()})") \
-            from None
-    return f"{source}: Stable Diffusion's image VAE encoder and UNet loaded (cross-attention removed)"
-
 
 class LDMSeg(nn.Module):
     """f_t, g (stage 1); f_i, the frozen image encoder, and the UNet (stage 2)."""

@@ -23,7 +23,8 @@ import cli
 from batching import Draws, StepBatches
 from evaluate import AGNOSTIC, pq_on_dataset, pq_row
 from identities import class_agnostic
-from ldmseg import N_IDS, PRESETS, LDMSeg, LDMSegConfig, load_stable_diffusion, segment_ids
+from ldmseg import N_IDS, PRESETS, LDMSeg, LDMSegConfig, segment_ids
+from stable_diffusion import load_stable_diffusion
 from metrics import PanopticQuality
 from recipe import ema_update, lr_at, make_datasets, optimizer
 from runlog import RunLog, claim
@@ -191,12 +192,20 @@ def run(args, signals):
             log.write({"step": lo + n, "ae_pq": row["pq"]})
     trained_s, t_eval = time.time() - t0, time.time()
     torch.manual_seed(args.seed)
-    res = pq_on_dataset(ema, val_set, AGNOSTIC, args.steps, min_pixels=args.min_pixels, device=args.device, eta=args.eta)
+    shown = []
+    res = pq_on_dataset(ema, val_set, AGNOSTIC, args.steps, min_pixels=args.min_pixels, device=args.device,
+                        eta=args.eta, shown=shown)
     ae = pq_row(ae_pq(ema, val_set))
     result = {"step": total, **pq_row(res), "ae_pq": ae["pq"], "train_time": trained_s,
               "eval_time": time.time() - t_eval, "eval_steps": args.steps, "eta": args.eta}
     log.write(result)
+    from figures import save_run_figure  # (matplotlib only here)
+    figure = os.path.join(run_dir, "summary.png")
+    save_run_figure(figure, log.rows(), shown, f"{args.name}: LDMSeg, {args.ae_steps} + {args.train_steps} steps of "
+                    f"batch {args.batch_size}", AGNOSTIC, segments=True)
+    log.figure(figure, total)
     log.close()
+    print(f"wrote {figure}: loss curves of both stages and samples of held-out images")
     print(f"eval: class-agnostic PQ={100 * result['pq']:.1f} SQ={100 * result['sq']:.1f} RQ={100 * result['rq']:.1f} "
           f"(the autoencoder alone: PQ={100 * ae['pq']:.1f}) after {trained_s / 60:.1f} min of training")
     return result

@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 import checkpoint
 import ldmseg
+import stable_diffusion
 from bits import bit2int
 from coco import CocoPanoptic
 from data import ShapesDataset
@@ -153,11 +154,11 @@ def test_paper_preset_starts_from_stable_diffusion(tmp_path):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     cfg = small_paper_config()
     torch.manual_seed(0)
-    vae, unet = AutoencoderKL(**ldmseg.vae_config(cfg)), UNet2DConditionModel(**ldmseg.unet_config(cfg))
+    vae, unet = AutoencoderKL(**stable_diffusion.vae_config(cfg)), UNet2DConditionModel(**stable_diffusion.unet_config(cfg))
     vae.save_pretrained(tmp_path / "vae")
     unet.save_pretrained(tmp_path / "unet")
     model = ldmseg.LDMSeg(cfg).eval()
-    assert "loaded" in ldmseg.load_stable_diffusion(model, str(tmp_path))
+    assert "loaded" in stable_diffusion.load_stable_diffusion(model, str(tmp_path))
     assert not any(".attn2." in k for k in model.state_dict())
     w = model.unet.conv_in.weight
     assert w.shape[1] == 12 and torch.equal(w[:, :4], unet.conv_in.weight) and (w[:, 4:] == 0).all()
@@ -168,11 +169,11 @@ def test_paper_preset_starts_from_stable_diffusion(tmp_path):
         assert torch.allclose(z_i, mean, atol=1e-5)
         z_t, t = torch.randn(2, 4, 8, 8), torch.tensor([3, 700])
         ours = model.unet_out(z_t, z_i, t, torch.randn(2, 4, 8, 8))
-        theirs = ldmseg.strip_cross_attention(unet)(z_t, t, encoder_hidden_states=None).sample
+        theirs = stable_diffusion.strip_cross_attention(unet)(z_t, t, encoder_hidden_states=None).sample
     assert torch.allclose(ours, theirs, atol=1e-5)
     other = ldmseg.LDMSeg(small_paper_config(unet_widths=(32, 32, 64, 128)))
     with pytest.raises(ValueError, match="not the paper preset's") as e:
-        ldmseg.load_stable_diffusion(other, str(tmp_path))
+        stable_diffusion.load_stable_diffusion(other, str(tmp_path))
     assert "\n" not in str(e.value)
 
 
