@@ -47,7 +47,8 @@ class LDMSegConfig:
     mask_scale: float = 0.18215    # mask latents x this before diffusion (the release: SD's image factor)
     fit_mask_scale: bool = False   # after stage 1, mask_scale = 1 / the std of the latents (SD's rule for its 0.18215)
     image_latents: str = "sd-vae"  # "sd-vae": SD's VAE encoder (frozen); "vae": the same class small, trained in
-    #                                stage 1 beside the mask autoencoder; "pixels": space-to-depth, no encoder
+    #                                stage 1 beside the mask autoencoder; "pixels": space-to-depth, no encoder;
+    #                                "pool": each latent cell's mean colour
     image_scale: float = 0.18215
     vae_widths: tuple = (128, 256, 512, 512)  # SD's image VAE (image_latents "sd-vae")
     vae_layers: int = 2
@@ -219,8 +220,10 @@ class LDMSeg(nn.Module):
                 self.g_i = nn.Sequential(vae.post_quant_conv, vae.decoder)
         elif c.image_latents == "pixels":
             self.f_i, z_i_channels = nn.PixelUnshuffle(self.image_down), 3 * self.image_down ** 2
+        elif c.image_latents == "pool":  # the mean colour of each cell: 3 channels, a VAE latent's budget
+            self.f_i, z_i_channels = nn.AvgPool2d(self.image_down), 3
         else:
-            raise ValueError(f"image_latents must be 'sd-vae', 'vae' or 'pixels', got {c.image_latents!r}")
+            raise ValueError(f"image_latents must be 'sd-vae', 'vae', 'pixels' or 'pool', got {c.image_latents!r}")
         self.unet = widen_conv_in(strip_cross_attention(dm.UNet2DConditionModel(**unet_config(c))),
                                   z_i_channels + (c.latent_channels if c.self_cond else 0))
         self.register_buffer("alpha_bar", alphas_cumprod(c.T, c.beta_start, c.beta_end), persistent=False)
@@ -255,9 +258,9 @@ class LDMSeg(nn.Module):
     # stage 2 -----------------------------------------------------------------------------------
     def image_latents(self, images):
         """z_i: images float[B, 3, H, W] in [0, 1] -> float[B, c_i, H / image_down, W / image_down]
-        (sd-vae: the mean of SD's posterior x image_scale)."""
+        (sd-vae, vae: the mean of the VAE's posterior) x image_scale."""
         z = self.f_i(images * 2 - 1)
-        return (z[:, :4] if self.cfg.image_latents != "pixels" else z) * self.cfg.image_scale
+        return (z[:, :4] if self.cfg.image_latents in ("sd-vae", "vae") else z) * self.cfg.image_scale
 
     def unet_out(self, z_t, z_i, t, s):
         """The UNet on [z_t | z_i | s] at integer times t long[B]: eps, or z_0 (cfg.prediction)."""

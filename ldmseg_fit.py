@@ -104,6 +104,10 @@ def run(args, signals):
             fail(f"--resume: {e}")
         if {**state["config"], "mask_scale": cfg.mask_scale} != cfg.to_dict():
             fail(f"--resume: {ckpt_path} was trained with another config; use the same flags or another --name")
+        for k in checkpoint.RESUME_KEPT:
+            if state.get("args", {}).get(k, getattr(args, k)) != getattr(args, k):
+                fail(f"--resume: {ckpt_path} was trained with --{k.replace('_', '-')} {state['args'][k]}; use the "
+                     f"same or another --name")
         cfg.mask_scale = state["config"]["mask_scale"]  # (fitted after stage 1)
         model.load_state_dict(state["model"])
         start, trained = state["step"], state.get("time", 0.0)
@@ -119,9 +123,11 @@ def run(args, signals):
     cli.make_dir("train.py", run_dir, "--out/--name")
     log = RunLog(run_dir, args.resume, args.tensorboard, start)
     count = lambda ms: sum(p.numel() for m in ms for p in m.parameters())
+    n_image = count([model.f_i])
+    image = f"{n_image / 1e6:.2f}M image encoder" if n_image else f"no image encoder: {cfg.image_latents}"
     print(f"{args.name}: LDMSeg, {count([model.f_t, model.g]) / 1e6:.2f}M autoencoder + {count([model.unet]) / 1e6:.2f}M "
-          f"UNet parameters (+ {count([model.f_i]) / 1e6:.2f}M frozen image encoder), {args.ae_steps} + "
-          f"{args.train_steps} steps of batch {args.batch_size} on {args.device}, writing {run_dir}/")
+          f"UNet parameters ({image}), {args.ae_steps} + {args.train_steps} steps of batch {args.batch_size} on "
+          f"{args.device}, writing {run_dir}/")
     t0 = time.time() - trained
     for s in (0, 1):
         lo, n = (0, args.ae_steps) if s == 0 else (args.ae_steps, args.train_steps)

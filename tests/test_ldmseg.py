@@ -177,6 +177,20 @@ def test_paper_preset_starts_from_stable_diffusion(tmp_path):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("image_latents, channels", [("pixels", 48), ("pool", 3), ("vae", 4)])
+def test_image_latents_of_the_tiny_preset(image_latents, channels):
+    """z_i on the mask latents' 16x16 grid; the small image VAE trains in stage 1 beside the mask
+    autoencoder (its reconstruction in the loss, gradients in its encoder and decoder)."""
+    model = ldmseg.LDMSeg(ldmseg.tiny_config(image_latents=image_latents, vae_widths=(32, 32, 32), vae_layers=1))
+    images, masks = shapes(2)
+    assert model.image_latents(images).shape == (2, channels, 16, 16)
+    loss, stats = model.ae_loss(masks, images)
+    loss.backward()
+    assert ("image" in stats) == (image_latents == "vae")
+    if image_latents == "vae":
+        assert all(p.grad is not None for p in [*model.f_i.parameters(), *model.g_i.parameters()])
+
+
 def test_missing_diffusers_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)
     with pytest.raises(ImportError, match="pip install diffusers") as e:
