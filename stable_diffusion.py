@@ -3,6 +3,9 @@ the VAE's encoder gives the image latents z_i, and the UNet, its cross-attention
 first convolution widened for z_i and s, denoises the mask latents. The paper preset loads SD's
 weights into them (load_stable_diffusion); the tiny preset builds the same UNet class small.
 """
+import types
+import warnings
+
 import torch
 import torch.nn as nn
 
@@ -10,13 +13,17 @@ SD = "CompVis/stable-diffusion-v1-4"
 
 
 def diffusers():
-    """The diffusers package, or a one-line ImportError saying how to get it."""
+    """diffusers' two classes used here, as dm.AutoencoderKL and dm.UNet2DConditionModel, or a one-line
+    ImportError saying how to get the package. (Importing them pulls in tqdm.auto, which in a notebook
+    without ipywidgets warns about its progress bars: silenced, no bar is drawn by them here.)"""
     try:
-        import diffusers
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from diffusers import AutoencoderKL, UNet2DConditionModel
     except ImportError:
         raise ImportError("LDMSeg builds Stable Diffusion's UNet and VAE with diffusers, which is not installed: "
                           "pip install diffusers") from None
-    return diffusers
+    return types.SimpleNamespace(AutoencoderKL=AutoencoderKL, UNet2DConditionModel=UNet2DConditionModel)
 
 
 def strip_cross_attention(unet):
