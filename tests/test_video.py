@@ -173,7 +173,7 @@ def write_gif(path, frames=5):
 
 def test_cli_on_a_gif_keeps_identities_in_the_coco_pngs(tmp_path, monkeypatch):
     model, _, first = copying_model(monkeypatch)
-    monkeypatch.setattr(video, "load_model", lambda path, device: (model, {"categories": CATEGORIES}))
+    monkeypatch.setattr(video, "load_model", lambda path, device, kind=None: (model, {"categories": CATEGORIES}))
     write_gif(tmp_path / "clip.gif", frames=5)
     out = tmp_path / "out"
     video.main([str(tmp_path / "clip.gif"), "--out", str(out), "--steps-first", "3", "--steps-rest", "1"])
