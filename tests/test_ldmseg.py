@@ -288,3 +288,22 @@ def test_bad_ldmseg_flags_are_one_line(flags, message, capsys):
         train.main(flags)
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_compare_scores_both_models_side_by_side(tmp_path, capsys):
+    """compare.py on the shipped checkpoints (tiny settings): one row per model with class-agnostic PQ,
+    Pix2Seq-D's PQ with classes, LDMSeg's autoencoder alone, the steps sweep and inpainting; a
+    checkpoint of the other model where one is expected is one line."""
+    import compare
+    if not os.path.isfile(SHIPPED):
+        pytest.skip("the shipped checkpoints/shapes-ldmseg-tiny.pt is absent")
+    flags = ["--n", "2", "--sweep-steps", "1", "--steps", "2", "--inpaint-drop", "0.5", "--out", str(tmp_path)]
+    rows = compare.main(flags)
+    assert [r["model"] for r in rows] == ["Pix2Seq-D", "LDMSeg"]
+    assert "pq_classes" in rows[0] and "ae_pq" in rows[1] and all(set(r["inpaint"]) == {0.5} for r in rows)
+    assert all(set(r["pq_by_steps"]) == {1, 2} for r in rows) and (tmp_path / "compare.json").is_file()
+    assert capsys.readouterr().out.count("\n| Pix2Seq-D |") == 1
+    with pytest.raises(SystemExit):
+        compare.main(["--pix2seq", SHIPPED] + flags)
+    err = capsys.readouterr().err.strip()
+    assert "holds an LDMSeg model, not a Pix2Seq-D model" in err and len(err.splitlines()) == 1
