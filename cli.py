@@ -169,7 +169,8 @@ def parse_fields(items, defaults=None):
         try:
             out[key] = tuple(map(read, value.split(","))) if isinstance(default, tuple) else read(value)
         except (ValueError, KeyError):
-            what = {bool: "true/false"}.get(kind, ("an " if kind is int else "a ") + kind.__name__)
-            raise ValueError(f"--set {item}: {value!r} is not {'a list of ' if isinstance(default, tuple) else ''}"
-                             f"{what}{'s' if isinstance(default, tuple) and kind is not bool else ''}") from None
+            noun = {bool: "true/false"}.get(kind, kind.__name__)
+            what = (f"a list of {noun}" + ("s" if kind is not bool else "") if isinstance(default, tuple) else
+                    noun if kind is bool else ("an " if kind is int else "a ") + noun)
+            raise ValueError(f"--set {item}: {value!r} is not {what}") from None
     return out

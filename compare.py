@@ -152,12 +152,12 @@ def main(argv=None):
     cli.check_eta(ap, args.eta)
     if not all(0 < d < 1 for d in args.inpaint_drop):
         ap.error("--inpaint-drop: fractions must lie in (0, 1)")
-    rows = []
+    paths = [p for _, ps in (("pix2seq-d", args.pix2seq), ("ldmseg", args.ldmseg)) for p in ps]
     try:
-        for kind, paths in (("pix2seq-d", args.pix2seq), ("ldmseg", args.ldmseg)):
-            for path in paths:
+        for kind, ps in (("pix2seq-d", args.pix2seq), ("ldmseg", args.ldmseg)):  # every file, before any scoring
+            for path in ps:
                 checkpoint.check_kind(checkpoint.read(path), path, kind)
-                rows.append(score(path, args))
+        rows = [score(path, args) for path in paths]
     except (FileNotFoundError, ValueError) as e:
         cli.fail("compare.py", e)
     cli.make_dir("compare.py", args.out)
